@@ -1,0 +1,24 @@
+// Conversions between absl::Status (used inside every module) and grpc::Status (used only
+// at the RPC edge).
+//
+//   absl::Status s = store.GetJob(id).status();
+//   if (!s.ok()) return aijobs::ToGrpcStatus(s);
+//   absl::Status back = aijobs::FromGrpcStatus(grpc_status);
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace aijobs {
+
+// Returns the grpc::Status with the same code and message.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Returns the absl::Status with the same code and message.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// Returns "CODE_NAME: message" for logs and the CLI, e.g. "NOT_FOUND: job 1 not found".
+std::string DescribeGrpcStatus(const grpc::Status& status);
+
+}  // namespace aijobs

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Starts and stops a private PostgreSQL server for development and tests.
+#   scripts/pg.sh start DATADIR PORT   initdb on first use, start on 127.0.0.1:PORT, create db aijobs
+#   scripts/pg.sh stop DATADIR
+# Prints the conninfo on start. As root, the server runs as the unprivileged 'postgres' user.
+set -euo pipefail
+PGBIN=${AIJOBS_PG_BIN:-/usr/lib/postgresql/15/bin}
+cmd=${1:?usage: pg.sh start|stop DATADIR [PORT]}
+datadir=$(realpath -m "${2:?DATADIR required}")
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$cmd" in
+  start)
+    port=${3:?PORT required}
+    if [ ! -s "$datadir/PG_VERSION" ]; then
+      mkdir -p "$datadir"
+      [ "$(id -u)" = 0 ] && chown postgres:postgres "$datadir"
+      chmod 700 "$datadir"
+      as_pg "$PGBIN/initdb" -D "$datadir" -U postgres -A trust -E UTF8 --no-locale >"$datadir.initdb.log" 2>&1 ||
+        { cat "$datadir.initdb.log" >&2; exit 1; }
+      cat >>"$datadir/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$datadir'
+max_connections = 300
+shared_buffers = 256MB
+synchronous_commit = on
+fsync = on
+wal_buffers = 16MB
+checkpoint_timeout = 15min
+max_wal_size = 2GB
+logging_collector = off
+CONF
+    fi
+    as_pg "$PGBIN/pg_ctl" -D "$datadir" -o "-p $port" -l "$datadir/server.log" -w -t 60 start >/dev/null ||
+      { tail -n 30 "$datadir/server.log" >&2; exit 1; }
+    if ! "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname='aijobs'" | grep -q 1; then
+      "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aijobs" >/dev/null
+    fi
+    echo "host=127.0.0.1 port=$port dbname=aijobs user=postgres"
+    ;;
+  stop)
+    if [ -s "$datadir/postmaster.pid" ]; then
+      as_pg "$PGBIN/pg_ctl" -D "$datadir" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+    ;;
+  *) echo "usage: pg.sh start|stop DATADIR [PORT]" >&2; exit 2 ;;
+esac
