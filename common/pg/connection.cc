@@ -168,16 +168,16 @@ bool Connection::healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
 
 int Connection::socket() const { return PQsocket(conn_); }
 
-absl::StatusOr<std::vector<std::string>> Connection::ConsumeNotifications() {
+absl::StatusOr<std::vector<Connection::Notification>> Connection::ConsumeNotifications() {
   if (PQconsumeInput(conn_) == 0) {
     return absl::UnavailableError(absl::StrCat("PostgreSQL: ", PQerrorMessage(conn_)));
   }
-  std::vector<std::string> channels;
+  std::vector<Notification> out;
   while (PGnotify* n = PQnotifies(conn_)) {
-    channels.emplace_back(n->relname);
+    out.push_back({n->relname, n->extra != nullptr ? n->extra : ""});
     PQfreemem(n);
   }
-  return channels;
+  return out;
 }
 
 }  // namespace aijobs::pg

@@ -97,8 +97,12 @@ class Connection {
   bool healthy() const;
   // The socket, for waiting on notifications.
   int socket() const;
-  // Reads pending input and returns the channels of NOTIFY messages received.
-  absl::StatusOr<std::vector<std::string>> ConsumeNotifications();
+  struct Notification {
+    std::string channel;
+    std::string payload;
+  };
+  // Reads pending input and returns the NOTIFY messages received.
+  absl::StatusOr<std::vector<Notification>> ConsumeNotifications();
 
  private:
   explicit Connection(pg_conn* conn) : conn_(conn) {}

@@ -1,0 +1,589 @@
+#include "client-sdk/cli.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <cctype>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "aijobs/client.h"
+
+namespace aijobs::ctl {
+namespace {
+
+constexpr char kDefaultServer[] = "127.0.0.1:50051";
+
+constexpr char kGlobalUsage[] =
+    "usage: aijobsctl [--server HOST:PORT] [--timeout DURATION] <command> [flags]\n"
+    "commands:\n"
+    "  submit --type T (--prompt TEXT | --input JSON | --input @FILE | --input -)\n"
+    "         [--priority N] [--max_attempts N] [--idempotency_key K] [--label k=v ...]\n"
+    "         [--timeout_ms N] [--watch] [--wait] [--json]\n"
+    "  get ID [--json]\n"
+    "  watch ID [--after SEQ] [--json]\n"
+    "  cancel ID [--reason TEXT] [--json]\n"
+    "  retry ID [--json]\n"
+    "  list [--state S] [--type T] [--page_size N] [--page_token P] [--json]\n"
+    "--server defaults to 127.0.0.1:50051; --timeout (e.g. 10s, 500ms, or seconds) bounds each\n"
+    "unary call. With --wait or --watch, the exit status is 0 only if the job SUCCEEDED.\n";
+
+struct FlagSpec {
+  const char* name;
+  bool takes_value;
+};
+
+struct CommandSpec {
+  const char* name;
+  int positional;  // number of required positional arguments (the job id)
+  std::vector<FlagSpec> flags;
+  const char* usage;
+};
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const auto* flags =
+      new std::vector<FlagSpec>{{"server", true}, {"timeout", true}, {"help", false}};
+  return *flags;
+}
+
+const std::vector<CommandSpec>& Commands() {
+  static const auto* commands = new std::vector<CommandSpec>{
+      {"submit",
+       0,
+       {{"type", true},
+        {"prompt", true},
+        {"input", true},
+        {"priority", true},
+        {"max_attempts", true},
+        {"idempotency_key", true},
+        {"label", true},
+        {"timeout_ms", true},
+        {"watch", false},
+        {"wait", false},
+        {"json", false}},
+       "usage: aijobsctl submit --type T (--prompt TEXT | --input JSON | --input @FILE | "
+       "--input -) [--priority N] [--max_attempts N] [--idempotency_key K] [--label k=v ...] "
+       "[--timeout_ms N] [--watch] [--wait] [--json]"},
+      {"get", 1, {{"json", false}}, "usage: aijobsctl get ID [--json]"},
+      {"watch",
+       1,
+       {{"after", true}, {"json", false}},
+       "usage: aijobsctl watch ID [--after SEQ] [--json]"},
+      {"cancel",
+       1,
+       {{"reason", true}, {"json", false}},
+       "usage: aijobsctl cancel ID [--reason TEXT] [--json]"},
+      {"retry", 1, {{"json", false}}, "usage: aijobsctl retry ID [--json]"},
+      {"list",
+       0,
+       {{"state", true},
+        {"type", true},
+        {"page_size", true},
+        {"page_token", true},
+        {"json", false}},
+       "usage: aijobsctl list [--state S] [--type T] [--page_size N] [--page_token P] [--json]"},
+  };
+  return *commands;
+}
+
+// A usage error: the message and the usage line to print under it.
+struct UsageError {
+  std::string message;
+  std::string usage;
+};
+
+struct ParsedArgs {
+  const CommandSpec* command = nullptr;
+  std::vector<std::string> positional;
+  // Every occurrence of each value flag, in order; bool flags map to "true"/"false".
+  std::map<std::string, std::vector<std::string>> flags;
+
+  bool Has(const std::string& name) const { return flags.count(name) > 0; }
+  // The last occurrence wins, as with most CLIs.
+  std::string Get(const std::string& name, const std::string& fallback = "") const {
+    auto it = flags.find(name);
+    return it == flags.end() ? fallback : it->second.back();
+  }
+  bool Bool(const std::string& name) const { return Get(name, "false") == "true"; }
+};
+
+const FlagSpec* FindFlag(const std::vector<FlagSpec>& flags, const std::string& name) {
+  for (const FlagSpec& f : flags) {
+    if (name == f.name) return &f;
+  }
+  return nullptr;
+}
+
+// Parses argv by hand because subcommand flags come after the subcommand and differ per
+// subcommand, which absl flags (one global set) cannot express. Accepts --name value,
+// --name=value, and - as well as _ inside names; global flags may appear anywhere.
+std::optional<UsageError> ParseArgs(const std::vector<std::string>& args, ParsedArgs* parsed) {
+  bool flags_done = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    const std::string usage = parsed->command ? parsed->command->usage : kGlobalUsage;
+    if (flags_done || arg.size() < 2 || arg.compare(0, 1, "-") != 0 || arg == "-") {
+      if (parsed->command == nullptr) {
+        for (const CommandSpec& c : Commands()) {
+          if (arg == c.name) parsed->command = &c;
+        }
+        if (parsed->command == nullptr) {
+          return UsageError{absl::StrCat("unknown command '", arg, "'"), kGlobalUsage};
+        }
+      } else {
+        parsed->positional.push_back(arg);
+      }
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    std::string body = arg.substr(arg.compare(0, 2, "--") == 0 ? 2 : 1);
+    std::optional<std::string> value;
+    if (size_t eq = body.find('='); eq != std::string::npos) {
+      value = body.substr(eq + 1);
+      body.resize(eq);
+    }
+    for (char& c : body) {
+      if (c == '-') c = '_';
+    }
+    if (body == "h") body = "help";
+    const FlagSpec* spec = FindFlag(GlobalFlags(), body);
+    if (spec == nullptr && parsed->command != nullptr) {
+      spec = FindFlag(parsed->command->flags, body);
+    }
+    if (spec == nullptr) {
+      return UsageError{
+          parsed->command
+              ? absl::StrCat("unknown flag --", body, " for '", parsed->command->name, "'")
+              : absl::StrCat("unknown flag --", body, " (or it belongs after a command)"),
+          usage};
+    }
+    if (spec->takes_value) {
+      if (!value.has_value()) {
+        if (i + 1 >= args.size()) {
+          return UsageError{absl::StrCat("flag --", body, " needs a value"), usage};
+        }
+        value = args[++i];
+      }
+    } else if (!value.has_value()) {
+      value = "true";
+    } else {
+      std::string v = absl::AsciiStrToLower(*value);
+      if (v == "true" || v == "1" || v == "yes") {
+        value = "true";
+      } else if (v == "false" || v == "0" || v == "no") {
+        value = "false";
+      } else {
+        return UsageError{
+            absl::StrCat("flag --", body, " takes no value (or true/false), got '", *value, "'"),
+            usage};
+      }
+    }
+    parsed->flags[body].push_back(*value);
+  }
+  return std::nullopt;
+}
+
+// Tracks whether stdout is at the start of a line, so the --json line always stands alone.
+class LineTracker {
+ public:
+  explicit LineTracker(std::ostream& out) : out_(out) {}
+  void Write(const std::string& text) {
+    if (text.empty()) return;
+    out_ << text << std::flush;
+    at_line_start_ = text.back() == '\n';
+  }
+  void EnsureNewline() {
+    if (!at_line_start_) Write("\n");
+  }
+
+ private:
+  std::ostream& out_;
+  bool at_line_start_ = true;
+};
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string json;
+  // Default options: single line, lowerCamelCase names, enums by name.
+  auto status = google::protobuf::util::MessageToJsonString(message, &json);
+  if (!status.ok()) return absl::StrCat("{\"error\":\"cannot encode as JSON\"}");
+  return json;
+}
+
+void PrintStatusError(std::ostream& err, const absl::Status& status) {
+  err << "aijobsctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+      << "\n";
+}
+
+std::string JobLine(const v1::Job& job) {
+  std::string line = absl::StrCat(job.id(), " ", v1::JobState_Name(job.state()));
+  if (job.has_error() && !job.error().code().empty() &&
+      (job.state() == v1::FAILED || job.state() == v1::CANCELLED)) {
+    absl::StrAppend(&line, " (", job.error().code());
+    if (!job.error().message().empty()) absl::StrAppend(&line, ": ", job.error().message());
+    absl::StrAppend(&line, ")");
+  }
+  return line;
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& ts) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
+                          absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos()),
+                          absl::UTCTimeZone());
+}
+
+void PrintJobDetails(std::ostream& out, const v1::Job& job) {
+  out << "id:        " << job.id() << "\n";
+  out << "type:      " << job.type() << "\n";
+  out << "state:     " << v1::JobState_Name(job.state()) << "\n";
+  out << "attempt:   " << job.attempt() << "/" << job.max_attempts() << "\n";
+  out << "priority:  " << job.priority() << "\n";
+  if (!job.idempotency_key().empty()) out << "idem key:  " << job.idempotency_key() << "\n";
+  if (!job.labels().empty()) {
+    std::map<std::string, std::string> sorted(job.labels().begin(), job.labels().end());
+    out << "labels:    " << absl::StrJoin(sorted, ",", absl::PairFormatter("=")) << "\n";
+  }
+  out << "created:   " << FormatTime(job.created_at()) << "\n";
+  if (job.has_started_at()) out << "started:   " << FormatTime(job.started_at()) << "\n";
+  if (job.has_finished_at()) out << "finished:  " << FormatTime(job.finished_at()) << "\n";
+  if (job.has_error() && !job.error().code().empty()) {
+    out << "error:     " << job.error().code() << ": " << job.error().message()
+        << (job.error().retryable() ? " (retryable)" : "") << "\n";
+  }
+  if (job.has_input()) out << "input:     " << ToJson(job.input()) << "\n";
+  if (job.has_result()) out << "result:    " << ToJson(job.result()) << "\n";
+}
+
+// Reads --input: inline JSON, @path, or - for stdin.
+absl::StatusOr<std::string> ReadInputText(const std::string& input, std::istream& in) {
+  if (input == "-") {
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (!input.empty() && input[0] == '@') {
+    const std::string path = input.substr(1);
+    std::ifstream file(path, std::ios::binary);
+    if (!file)
+      return absl::InvalidArgumentError(absl::StrCat("cannot read --input file '", path, "'"));
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  return input;
+}
+
+absl::StatusOr<google::protobuf::Struct> ParseInputJson(const std::string& text,
+                                                        const std::string& source) {
+  std::string trimmed(absl::StripAsciiWhitespace(text));
+  if (trimmed.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid --input JSON from ", source,
+                                                   ": it is empty; expected a JSON object"));
+  }
+  if (trimmed[0] != '{') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid --input JSON from ", source, ": expected a JSON object ({...}), got '",
+        trimmed.substr(0, 20), trimmed.size() > 20 ? "...'" : "'"));
+  }
+  google::protobuf::Struct input;
+  auto status = google::protobuf::util::JsonStringToMessage(trimmed, &input);
+  if (!status.ok()) {
+    // protobuf's message spans lines (it draws a caret under the input); keep one line.
+    std::vector<std::string> words =
+        absl::StrSplit(status.message().ToString(), absl::ByAnyChar(" \n\t"), absl::SkipEmpty());
+    if (!words.empty() && words.back() == "^") words.pop_back();
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid --input JSON from ", source, ": ", absl::StrJoin(words, " ")));
+  }
+  return input;
+}
+
+class Cli {
+ public:
+  Cli(std::ostream& out, std::ostream& err, std::istream& in)
+      : out_(out), err_(err), in_(in), stdout_(out) {}
+
+  int Run(const std::vector<std::string>& args) {
+    ParsedArgs parsed;
+    if (auto error = ParseArgs(args, &parsed)) return Usage(*error);
+    if (parsed.Bool("help")) {
+      out_ << (parsed.command ? std::string(parsed.command->usage) + "\n" : kGlobalUsage);
+      return kExitOk;
+    }
+    if (parsed.command == nullptr) return Usage({"missing command", kGlobalUsage});
+    const CommandSpec& command = *parsed.command;
+    if (static_cast<int>(parsed.positional.size()) != command.positional) {
+      return Usage({command.positional == 0
+                        ? absl::StrCat("unexpected argument '", parsed.positional[0], "'")
+                    : parsed.positional.empty()
+                        ? std::string("missing job ID")
+                        : absl::StrCat("unexpected argument '", parsed.positional[1], "'"),
+                    command.usage});
+    }
+
+    ClientOptions options;
+    if (parsed.Has("timeout")) {
+      absl::Duration timeout;
+      const std::string text = parsed.Get("timeout");
+      int64_t seconds;
+      if (absl::SimpleAtoi(text, &seconds)) {
+        timeout = absl::Seconds(seconds);
+      } else if (!absl::ParseDuration(text, &timeout)) {
+        return Usage({absl::StrCat("--timeout: cannot parse '", text, "' (use e.g. 10s, 500ms)"),
+                      kGlobalUsage});
+      }
+      if (timeout <= absl::ZeroDuration()) {
+        return Usage({"--timeout must be positive", kGlobalUsage});
+      }
+      options.default_deadline = timeout;
+    }
+    server_ = parsed.Get("server", kDefaultServer);
+    if (server_.empty()) return Usage({"--server must not be empty", kGlobalUsage});
+    options_ = options;
+
+    const std::string name = command.name;
+    if (name == "submit") return Submit(parsed);
+    if (name == "get") return Get(parsed);
+    if (name == "watch") return WatchCommand(parsed);
+    if (name == "cancel") return Cancel(parsed);
+    if (name == "retry") return Retry(parsed);
+    return List(parsed);
+  }
+
+ private:
+  Client& client() {
+    if (client_ == nullptr) client_ = std::make_unique<Client>(server_, options_);
+    return *client_;
+  }
+
+  int Usage(const UsageError& error) {
+    err_ << "aijobsctl: " << error.message << "\n";
+    if (!error.usage.empty()) {
+      err_ << error.usage;
+      if (error.usage.back() != '\n') err_ << "\n";
+    }
+    return kExitUsage;
+  }
+
+  int RpcError(const absl::Status& status) {
+    stdout_.EnsureNewline();
+    PrintStatusError(err_, status);
+    return kExitFailure;
+  }
+
+  std::optional<int> ParseInt(const ParsedArgs& parsed, const std::string& flag, int64_t min,
+                              int64_t max, const char* usage, int64_t* value) {
+    const std::string text = parsed.Get(flag);
+    if (!absl::SimpleAtoi(text, value) || *value < min || *value > max) {
+      return Usage({absl::StrCat("--", flag, " needs an integer in [", min, ", ", max, "], got '",
+                                 text, "'"),
+                    usage});
+    }
+    return std::nullopt;
+  }
+
+  int Submit(const ParsedArgs& parsed) {
+    const char* usage = parsed.command->usage;
+    v1::SubmitJobRequest request;
+    request.set_type(parsed.Get("type"));
+    if (request.type().empty()) return Usage({"--type is required", usage});
+
+    if (parsed.Has("prompt") && parsed.Has("input")) {
+      return Usage({"use either --prompt or --input, not both", usage});
+    }
+    if (parsed.Has("prompt")) {
+      *request.mutable_input() = ChatInput(parsed.Get("prompt"));
+    } else if (parsed.Has("input")) {
+      const std::string input = parsed.Get("input");
+      absl::StatusOr<std::string> text = ReadInputText(input, in_);
+      // Input errors are not usage errors: the message alone says what to fix.
+      if (!text.ok()) return Usage({std::string(text.status().message()), ""});
+      const std::string source = input == "-"                          ? std::string("stdin")
+                                 : (!input.empty() && input[0] == '@') ? input.substr(1)
+                                                                       : "--input";
+      absl::StatusOr<google::protobuf::Struct> parsed_input = ParseInputJson(*text, source);
+      if (!parsed_input.ok()) return Usage({std::string(parsed_input.status().message()), ""});
+      *request.mutable_input() = *std::move(parsed_input);
+    } else {
+      return Usage({"one of --prompt or --input is required", usage});
+    }
+
+    int64_t n = 0;
+    if (parsed.Has("priority")) {
+      if (auto rc = ParseInt(parsed, "priority", INT32_MIN, INT32_MAX, usage, &n)) return *rc;
+      request.set_priority(static_cast<int32_t>(n));
+    }
+    if (parsed.Has("max_attempts")) {
+      if (auto rc = ParseInt(parsed, "max_attempts", 0, INT32_MAX, usage, &n)) return *rc;
+      request.set_max_attempts(static_cast<int32_t>(n));
+    }
+    if (parsed.Has("timeout_ms")) {
+      if (auto rc = ParseInt(parsed, "timeout_ms", 1, INT64_MAX / 1000, usage, &n)) return *rc;
+      request.mutable_timeout()->set_seconds(n / 1000);
+      request.mutable_timeout()->set_nanos(static_cast<int32_t>((n % 1000) * 1000000));
+    }
+    request.set_idempotency_key(parsed.Get("idempotency_key"));
+    if (auto it = parsed.flags.find("label"); it != parsed.flags.end()) {
+      for (const std::string& label : it->second) {
+        const size_t eq = label.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          return Usage({absl::StrCat("--label needs key=value, got '", label, "'"), usage});
+        }
+        (*request.mutable_labels())[label.substr(0, eq)] = label.substr(eq + 1);
+      }
+    }
+
+    absl::StatusOr<v1::Job> job = client().Submit(request);
+    if (!job.ok()) return RpcError(job.status());
+
+    const bool watch = parsed.Bool("watch");
+    const bool wait = parsed.Bool("wait");
+    const bool json = parsed.Bool("json");
+    if (!watch && !wait) {
+      out_ << (json ? ToJson(*job) : job->id()) << "\n";
+      return kExitOk;
+    }
+    // Tell a human which job is running before its output starts.
+    if (watch && !json) err_ << "job " << job->id() << "\n";
+    absl::StatusOr<v1::Job> final_job =
+        client().Watch(job->id(), 0, [&](const v1::JobEvent& event) {
+          if (watch) PrintTextEvent(event);
+          return true;
+        });
+    if (!final_job.ok()) return RpcError(final_job.status());
+    stdout_.EnsureNewline();
+    stdout_.Write(absl::StrCat(json ? ToJson(*final_job) : JobLine(*final_job), "\n"));
+    return final_job->state() == v1::SUCCEEDED ? kExitOk : kExitFailure;
+  }
+
+  // Prints output text as it streams; a new attempt's restart is marked on stderr and starts
+  // on a fresh stdout line, so the discarded partial text is never silently glued to the new.
+  void PrintTextEvent(const v1::JobEvent& event) {
+    if (event.has_output_delta()) {
+      stdout_.Write(event.output_delta().text());
+    } else if (event.has_state_change() && event.state_change().discard_output()) {
+      stdout_.EnsureNewline();
+      err_ << "[attempt " << event.state_change().attempt() << ": restarting output]\n"
+           << std::flush;
+    }
+  }
+
+  int Get(const ParsedArgs& parsed) {
+    absl::StatusOr<v1::Job> job = client().Get(parsed.positional[0]);
+    if (!job.ok()) return RpcError(job.status());
+    if (parsed.Bool("json")) {
+      out_ << ToJson(*job) << "\n";
+    } else {
+      PrintJobDetails(out_, *job);
+    }
+    return kExitOk;
+  }
+
+  int WatchCommand(const ParsedArgs& parsed) {
+    int64_t after = 0;
+    if (parsed.Has("after")) {
+      if (auto rc = ParseInt(parsed, "after", 0, INT64_MAX, parsed.command->usage, &after)) {
+        return *rc;
+      }
+    }
+    const bool json = parsed.Bool("json");
+    absl::StatusOr<v1::Job> final_job =
+        client().Watch(parsed.positional[0], after, [&](const v1::JobEvent& event) {
+          if (json) {
+            stdout_.Write(ToJson(event) + "\n");
+          } else {
+            PrintTextEvent(event);
+          }
+          return true;
+        });
+    if (!final_job.ok()) return RpcError(final_job.status());
+    if (!json) {
+      stdout_.EnsureNewline();
+      stdout_.Write(JobLine(*final_job) + "\n");
+    }
+    return final_job->state() == v1::SUCCEEDED ? kExitOk : kExitFailure;
+  }
+
+  int Cancel(const ParsedArgs& parsed) {
+    absl::StatusOr<v1::Job> job = client().Cancel(parsed.positional[0], parsed.Get("reason"));
+    if (!job.ok()) return RpcError(job.status());
+    out_ << (parsed.Bool("json") ? ToJson(*job) : JobLine(*job)) << "\n";
+    return kExitOk;
+  }
+
+  int Retry(const ParsedArgs& parsed) {
+    absl::StatusOr<v1::Job> job = client().Retry(parsed.positional[0]);
+    if (!job.ok()) return RpcError(job.status());
+    out_ << (parsed.Bool("json") ? ToJson(*job) : JobLine(*job)) << "\n";
+    return kExitOk;
+  }
+
+  int List(const ParsedArgs& parsed) {
+    const char* usage = parsed.command->usage;
+    v1::ListJobsRequest request;
+    if (parsed.Has("state")) {
+      v1::JobState state;
+      const std::string name = absl::AsciiStrToUpper(parsed.Get("state"));
+      if (!v1::JobState_Parse(name, &state) || state == v1::JOB_STATE_UNSPECIFIED) {
+        return Usage({absl::StrCat("--state: unknown state '", parsed.Get("state"),
+                                   "' (one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)"),
+                      usage});
+      }
+      request.set_state(state);
+    }
+    request.set_type(parsed.Get("type"));
+    if (parsed.Has("page_size")) {
+      int64_t n = 0;
+      if (auto rc = ParseInt(parsed, "page_size", 0, 1000, usage, &n)) return *rc;
+      request.set_page_size(static_cast<int32_t>(n));
+    }
+    request.set_page_token(parsed.Get("page_token"));
+
+    absl::StatusOr<v1::ListJobsResponse> response = client().List(request);
+    if (!response.ok()) return RpcError(response.status());
+    if (parsed.Bool("json")) {
+      out_ << ToJson(*response) << "\n";
+      return kExitOk;
+    }
+    for (const v1::Job& job : response->jobs()) {
+      out_ << job.id() << "  " << job.type() << "  " << v1::JobState_Name(job.state()) << "  "
+           << job.attempt() << "/" << job.max_attempts() << "  " << FormatTime(job.created_at())
+           << "\n";
+    }
+    if (!response->next_page_token().empty()) {
+      out_ << "next page: --page_token " << response->next_page_token() << "\n";
+    }
+    return kExitOk;
+  }
+
+  std::ostream& out_;
+  std::ostream& err_;
+  std::istream& in_;
+  LineTracker stdout_;
+  std::string server_;
+  ClientOptions options_;
+  std::unique_ptr<Client> client_;
+};
+
+}  // namespace
+
+int RunCli(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+           std::istream& in) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return Cli(out, err, in).Run(args);
+}
+
+}  // namespace aijobs::ctl

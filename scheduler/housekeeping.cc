@@ -1,0 +1,137 @@
+#include "scheduler/housekeeping.h"
+
+#include <poll.h>
+
+#include "absl/time/clock.h"
+#include "common/pg/connection.h"
+#include "spdlog/spdlog.h"
+
+namespace aijobs::scheduler {
+
+Housekeeping::Housekeeping(JobStore* store, EventHub* hub, Dispatcher* dispatcher,
+                           HousekeepingOptions options)
+    : store_(store), hub_(hub), dispatcher_(dispatcher), options_(std::move(options)) {
+  threads_.emplace_back([this] { FlushLoop(); });
+  threads_.emplace_back([this] { LeaseLoop(); });
+  threads_.emplace_back([this] { RetentionLoop(); });
+  threads_.emplace_back([this] { NotifyLoop(); });
+  if (!options_.database_url.empty()) threads_.emplace_back([this] { ListenLoop(); });
+}
+
+Housekeeping::~Housekeeping() { Stop(); }
+
+void Housekeeping::RequestNotify() {
+  absl::MutexLock lock(&notify_mu_);
+  notify_pending_ = true;
+}
+
+void Housekeeping::NotifyLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&notify_mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(notify_mu_) {
+        return notify_pending_ || stop_.HasBeenNotified();
+      };
+      notify_mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(100));
+      if (stop_.HasBeenNotified()) return;
+      if (!notify_pending_) continue;
+      notify_pending_ = false;
+    }
+    absl::Status s = store_->NotifyNewJobs();
+    if (!s.ok()) spdlog::debug("NOTIFY failed: {}", s.ToString());
+    // Debounce: inserts during the next few ms ride on this NOTIFY's wake-up.
+    if (!Sleep(absl::Milliseconds(5))) return;
+  }
+}
+
+void Housekeeping::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+bool Housekeeping::Sleep(absl::Duration d) { return !stop_.WaitForNotificationWithTimeout(d); }
+
+void Housekeeping::FlushDeltas() {
+  absl::MutexLock lock(&flush_mu_);
+  std::vector<DeltaRow> rows = hub_->TakePending();
+  if (rows.empty()) return;
+  absl::Status s = store_->AppendDeltas(rows);
+  if (!s.ok()) spdlog::warn("writing {} delta rows failed (will retry): {}", rows.size(), s.ToString());
+  hub_->ConfirmFlushed(rows, s.ok());
+}
+
+void Housekeeping::FlushLoop() {
+  while (Sleep(options_.flush_interval)) FlushDeltas();
+}
+
+void Housekeeping::LeaseLoop() {
+  absl::Duration every = std::min(options_.lease / 3, options_.heartbeat_interval);
+  while (Sleep(every)) {
+    std::vector<std::string> owners;
+    absl::Time dead_before = absl::Now() - 3 * options_.heartbeat_interval;
+    for (const auto& s : dispatcher_->Sessions()) {
+      if (s->last_heartbeat() < dead_before) {
+        spdlog::warn("worker {} sent no heartbeat for {}; dropping its stream", s->worker_id(),
+                     absl::FormatDuration(absl::Now() - s->last_heartbeat()));
+        s->Abort("no heartbeat from worker");
+        continue;
+      }
+      owners.push_back(s->id());
+    }
+    absl::Status st = store_->ExtendLeases(owners, options_.lease);
+    if (!st.ok()) spdlog::warn("extending leases failed: {}", st.ToString());
+    auto requeued = store_->RequeueExpiredLeases(500);
+    if (!requeued.ok()) {
+      spdlog::warn("requeueing expired leases failed: {}", requeued.status().ToString());
+      continue;
+    }
+    for (const v1::Job& job : *requeued) hub_->Publish(TransitionEvent(job));
+    if (!requeued->empty()) {
+      spdlog::info("requeued {} jobs whose lease expired", requeued->size());
+      dispatcher_->Wake();
+    }
+  }
+}
+
+void Housekeeping::RetentionLoop() {
+  while (Sleep(options_.retention_interval)) {
+    int total = 0;
+    while (!stop_.HasBeenNotified()) {
+      auto n = store_->DeleteFinishedBefore(absl::Now() - options_.retention, 1000);
+      if (!n.ok()) {
+        spdlog::warn("retention sweep failed: {}", n.status().ToString());
+        break;
+      }
+      total += *n;
+      if (*n < 1000) break;
+    }
+    if (total > 0) spdlog::info("retention: deleted {} finished jobs", total);
+  }
+}
+
+void Housekeeping::ListenLoop() {
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (!stop_.HasBeenNotified()) {
+    auto conn = pg::Connection::Open(options_.database_url, 0);
+    if (!conn.ok() || !(*conn)->Exec("LISTEN aijobs_jobs").ok()) {
+      if (!Sleep(backoff)) return;
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+      continue;
+    }
+    backoff = absl::Milliseconds(200);
+    // Anything inserted while we were not listening is found by the next claim.
+    dispatcher_->Wake();
+    while (!stop_.HasBeenNotified()) {
+      pollfd pfd{(*conn)->socket(), POLLIN, 0};
+      int r = poll(&pfd, 1, 250);
+      if (r < 0) break;
+      if (r == 0) continue;
+      auto notes = (*conn)->ConsumeNotifications();
+      if (!notes.ok()) break;
+      if (!notes->empty()) dispatcher_->Wake();
+    }
+  }
+}
+
+}  // namespace aijobs::scheduler

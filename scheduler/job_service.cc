@@ -1,0 +1,412 @@
+#include "scheduler/job_service.h"
+
+#include <algorithm>
+#include <deque>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+#include "common/time_util.h"
+#include "common/uuid.h"
+#include "spdlog/spdlog.h"
+
+namespace aijobs::scheduler {
+
+Caller CallerFrom(const grpc::CallbackServerContext& ctx) { return Caller{}; }
+
+namespace {
+
+bool IsTerminal(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+constexpr int kEventPage = 1000;
+
+}  // namespace
+
+// One WatchJob stream. Subscribes to the hub first, then replays job_events after the
+// requested seq, then streams live events. Exactly one write in flight; output deltas
+// queued behind it are merged, so a slow reader costs bounded memory.
+class WatchStream final : public grpc::ServerWriteReactor<v1::JobEvent>,
+                          public EventSink,
+                          public std::enable_shared_from_this<WatchStream> {
+ public:
+  WatchStream(JobServiceDeps* deps, WatchRegistry* registry, Caller caller, std::string job_id,
+              int64_t after_seq)
+      : deps_(deps), registry_(registry), caller_(std::move(caller)), job_id_(std::move(job_id)),
+        cursor_(after_seq) {}
+
+  void Start(std::shared_ptr<WatchStream> self);
+
+  void OnEvent(const v1::JobEvent& event) override {
+    absl::MutexLock lock(&mu_);
+    last_activity_ = absl::Now();
+    if (!replayed_) {
+      early_.push_back(event);
+      return;
+    }
+    EnqueueLocked(event);
+  }
+
+  // Called by the registry's poller when nothing arrived for a while.
+  void Poll();
+  bool IdleSince(absl::Time t) {
+    absl::MutexLock lock(&mu_);
+    return replayed_ && !reading_ && !ended_ && last_activity_ < t;
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    if (ended_ && queue_.empty()) {
+      FinishLocked(grpc::Status::OK);
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled the watch"));
+  }
+
+  void OnDone() override;
+
+ private:
+  void ReadDatabase(bool first);
+
+  void EnqueueLocked(const v1::JobEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_ || event.seq() <= cursor_) return;
+    cursor_ = event.seq();
+    if (event.has_final_job()) ended_ = true;
+    // Merge consecutive deltas of one attempt waiting behind the write in flight.
+    if (event.has_output_delta() && !queue_.empty() && queue_.back().has_output_delta() &&
+        queue_.back().output_delta().attempt() == event.output_delta().attempt()) {
+      v1::JobEvent& last = queue_.back();
+      last.set_seq(event.seq());
+      *last.mutable_time() = event.time();
+      last.mutable_output_delta()->mutable_text()->append(event.output_delta().text());
+    } else {
+      queue_.push_back(event);
+    }
+    WriteNextLocked();
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_ || queue_.empty()) return;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    if (status.ok() && (writing_ || !queue_.empty())) return;  // after the last write
+    finished_ = true;
+    Finish(status);
+  }
+
+  JobServiceDeps* deps_;
+  WatchRegistry* registry_;
+  const Caller caller_;
+  const std::string job_id_;
+  std::shared_ptr<WatchStream> self_;  // keeps the reactor alive until OnDone
+
+  absl::Mutex mu_;
+  int64_t cursor_ ABSL_GUARDED_BY(mu_);  // highest seq queued for the client
+  bool replayed_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // final event queued
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_activity_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  std::vector<v1::JobEvent> early_ ABSL_GUARDED_BY(mu_);  // live events before the replay
+  std::deque<v1::JobEvent> queue_ ABSL_GUARDED_BY(mu_);
+  v1::JobEvent current_ ABSL_GUARDED_BY(mu_);
+};
+
+// Tracks open watches and re-reads the database for the idle ones.
+class WatchRegistry {
+ public:
+  explicit WatchRegistry(absl::Duration poll) : poll_(poll) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~WatchRegistry() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+  void Add(const std::shared_ptr<WatchStream>& w) {
+    absl::MutexLock lock(&mu_);
+    watches_.insert(w.get());
+    refs_.emplace(w.get(), w);
+  }
+  void Remove(WatchStream* w) {
+    absl::MutexLock lock(&mu_);
+    watches_.erase(w);
+    refs_.erase(w);
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return watches_.size();
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      std::vector<std::shared_ptr<WatchStream>> idle;
+      {
+        absl::MutexLock lock(&mu_);
+        auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop), poll_)) return;
+        absl::Time cutoff = absl::Now() - poll_;
+        for (auto& [ptr, weak] : refs_) {
+          if (auto w = weak.lock(); w && w->IdleSince(cutoff)) idle.push_back(std::move(w));
+        }
+      }
+      for (auto& w : idle) w->Poll();
+    }
+  }
+
+  const absl::Duration poll_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<WatchStream*> watches_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<WatchStream*, std::weak_ptr<WatchStream>> refs_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+void WatchStream::Start(std::shared_ptr<WatchStream> self) {
+  self_ = self;
+  registry_->Add(self);
+  std::vector<v1::JobEvent> buffered = deps_->hub->Subscribe(job_id_, self);
+  {
+    absl::MutexLock lock(&mu_);
+    early_.insert(early_.begin(), buffered.begin(), buffered.end());
+    reading_ = true;
+  }
+  deps_->executor->Run([self] { self->ReadDatabase(true); });
+}
+
+void WatchStream::Poll() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (reading_ || ended_ || finished_) return;
+    reading_ = true;
+  }
+  auto self = shared_from_this();
+  deps_->executor->Run([self] { self->ReadDatabase(false); });
+}
+
+void WatchStream::ReadDatabase(bool first) {
+  int64_t after;
+  {
+    absl::MutexLock lock(&mu_);
+    after = cursor_;
+    if (finished_) {
+      reading_ = false;
+      return;
+    }
+  }
+  while (true) {
+    auto page = deps_->store->ReadEvents(caller_, job_id_, after, kEventPage);
+    absl::MutexLock lock(&mu_);
+    if (!page.ok()) {
+      reading_ = false;
+      if (first || page.status().code() == absl::StatusCode::kNotFound) {
+        finished_ = true;
+        Finish(ToGrpcStatus(page.status()));
+      }
+      return;
+    }
+    for (const auto& e : page->events) EnqueueLocked(e);
+    if (page->more && !page->events.empty()) {
+      after = page->events.back().seq();
+      continue;
+    }
+    if (!replayed_) {
+      replayed_ = true;
+      std::sort(early_.begin(), early_.end(),
+                [](const v1::JobEvent& a, const v1::JobEvent& b) { return a.seq() < b.seq(); });
+      for (const auto& e : early_) EnqueueLocked(e);
+      early_.clear();
+    }
+    // A finished job whose final event precedes after_seq: nothing more will come.
+    if (!ended_ && IsTerminal(page->job.state()) && cursor_ >= page->job.last_seq()) {
+      ended_ = true;
+      FinishLocked(grpc::Status::OK);
+    }
+    last_activity_ = absl::Now();
+    reading_ = false;
+    return;
+  }
+}
+
+void WatchStream::OnDone() {
+  deps_->hub->Unsubscribe(job_id_, this);
+  registry_->Remove(this);
+  auto keep = std::move(self_);  // may delete this when `keep` goes out of scope
+}
+
+JobServiceImpl::JobServiceImpl(JobServiceDeps deps)
+    : deps_(std::move(deps)), watches_(std::make_unique<WatchRegistry>(deps_.watch_poll_interval)) {}
+
+JobServiceImpl::~JobServiceImpl() = default;
+
+size_t JobServiceImpl::WatchCount() { return watches_->size(); }
+
+grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::SubmitJobRequest* request,
+                                                    v1::Job* job) {
+  JobTypeRegistry* types = deps_.types;
+  absl::Status valid = ValidateSubmit(*request, deps_.limits,
+                                      [types](const std::string& t) { return types->IsKnown(t); });
+  if (!valid.ok()) return FinishNow(ctx, valid);
+  NewJob nj;
+  nj.id = NewUuid();
+  nj.caller = CallerFrom(*ctx);
+  nj.type = request->type();
+  *nj.spec.mutable_input() = request->input();
+  *nj.spec.mutable_labels() = request->labels();
+  nj.priority = request->priority();
+  nj.max_attempts = request->max_attempts() > 0 ? request->max_attempts() : 3;
+  if (!request->idempotency_key().empty()) nj.idempotency_key = request->idempotency_key();
+  nj.timeout_ms = absl::ToInt64Milliseconds(FromProtoDuration(request->timeout()));
+  auto* reactor = ctx->DefaultReactor();
+  deps_.batcher->Submit(std::move(nj), [reactor, job](absl::StatusOr<SubmitOutcome> out) {
+    if (!out.ok()) {
+      reactor->Finish(ToGrpcStatus(out.status()));
+      return;
+    }
+    *job = std::move(out->job);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetJobRequest* request, v1::Job* job) {
+  absl::Status valid = ValidateJobId(request->job_id());
+  if (!valid.ok()) return FinishNow(ctx, valid);
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller = CallerFrom(*ctx);
+  deps_.executor->Run([this, reactor, request, job, caller] {
+    auto r = deps_.store->GetJob(caller, request->job_id());
+    if (r.ok()) *job = std::move(*r);
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  absl::Status valid = ValidateJobId(request->job_id());
+  if (!valid.ok() || request->after_seq() < 0) {
+    class Reject : public grpc::ServerWriteReactor<v1::JobEvent> {
+     public:
+      explicit Reject(const grpc::Status& s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Reject(ToGrpcStatus(
+        valid.ok() ? absl::InvalidArgumentError("after_seq must not be negative") : valid));
+  }
+  auto w = std::make_shared<WatchStream>(&deps_, watches_.get(), CallerFrom(*ctx),
+                                         request->job_id(), request->after_seq());
+  w->Start(w);
+  return w.get();
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::CancelJobRequest* request,
+                                                    v1::Job* job) {
+  absl::Status valid = ValidateJobId(request->job_id());
+  if (!valid.ok()) return FinishNow(ctx, valid);
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller = CallerFrom(*ctx);
+  deps_.executor->Run([this, reactor, request, job, caller] {
+    const std::string& id = request->job_id();
+    std::string reason = request->reason().empty() ? "cancelled by request" : request->reason();
+    // A job running on one of our workers: end the attempt here first, so no delta gets a
+    // seq after the final event.
+    std::shared_ptr<WorkerSession> session = deps_.dispatcher->FindRunning(id);
+    int32_t attempt = session ? session->RunningAttempt(id) : 0;
+    int64_t last_seq = 0;
+    if (session && attempt > 0) {
+      EventHub::AttemptTail tail = deps_.hub->EndAttempt(id, attempt);
+      last_seq = tail.last_seq;
+      if (tail.unflushed.pieces_size() > 0) {
+        (void)deps_.store->AppendDeltas({DeltaRow{id, std::move(tail.unflushed)}});
+      }
+    }
+    auto r = deps_.store->CancelJob(caller, id, reason, last_seq);
+    if (r.ok()) {
+      deps_.hub->Publish(TransitionEvent(*r));
+      if (session && attempt > 0) session->SendCancel(id, attempt, reason);
+      *job = std::move(*r);
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListJobsRequest* request,
+                                                   v1::ListJobsResponse* response) {
+  if (request->page_size() < 0 || request->page_size() > 1000) {
+    return FinishNow(ctx, absl::InvalidArgumentError("page_size must be between 0 and 1000"));
+  }
+  if (!v1::JobState_IsValid(request->state())) {
+    return FinishNow(ctx, absl::InvalidArgumentError("state is not a known job state"));
+  }
+  ListQuery q;
+  q.caller = CallerFrom(*ctx);
+  q.state = request->state();
+  q.type = request->type();
+  q.page_size = request->page_size() == 0 ? 50 : request->page_size();
+  q.page_token = request->page_token();
+  auto* reactor = ctx->DefaultReactor();
+  deps_.executor->Run([this, reactor, response, q] {
+    auto r = deps_.store->ListJobs(q);
+    if (r.ok()) {
+      for (auto& j : r->jobs) *response->add_jobs() = std::move(j);
+      response->set_next_page_token(r->next_page_token);
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::RetryJobRequest* request,
+                                                   v1::Job* job) {
+  absl::Status valid = ValidateJobId(request->job_id());
+  if (!valid.ok()) return FinishNow(ctx, valid);
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller = CallerFrom(*ctx);
+  deps_.executor->Run([this, reactor, request, job, caller] {
+    auto r = deps_.store->RetryJob(caller, request->job_id());
+    if (r.ok()) {
+      deps_.hub->Publish(TransitionEvent(*r));
+      deps_.dispatcher->Wake();
+      *job = std::move(*r);
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,71 @@
+// JobServiceImpl: the client API (callback API). Unary calls validate on gRPC's thread and
+// run their database work on an executor; SubmitJob goes through the SubmitBatcher; WatchJob
+// streams from the EventHub after replaying job_events.
+//
+//   JobServiceImpl jobs(deps);
+//   builder.RegisterService(&jobs);
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "aijobs/v1/job_service.grpc.pb.h"
+#include "common/executor.h"
+#include "scheduler/dispatcher.h"
+#include "scheduler/event_hub.h"
+#include "scheduler/job_store.h"
+#include "scheduler/job_type_registry.h"
+#include "scheduler/submit_batcher.h"
+#include "scheduler/validation.h"
+
+namespace aijobs::scheduler {
+
+struct JobServiceDeps {
+  JobStore* store;
+  EventHub* hub;
+  Dispatcher* dispatcher;
+  SubmitBatcher* batcher;
+  Executor* executor;
+  JobTypeRegistry* types;
+  SubmitLimits limits;
+  // How often a watcher with no local events re-reads job_events (events written by other
+  // replicas).
+  absl::Duration watch_poll_interval = absl::Seconds(1);
+};
+
+class WatchRegistry;
+
+class JobServiceImpl final : public v1::JobService::CallbackService {
+ public:
+  explicit JobServiceImpl(JobServiceDeps deps);
+  ~JobServiceImpl() override;
+
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
+                                      const v1::SubmitJobRequest* request, v1::Job* job) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const v1::GetJobRequest* request, v1::Job* job) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CancelJobRequest* request, v1::Job* job) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* RetryJob(grpc::CallbackServerContext* ctx,
+                                     const v1::RetryJobRequest* request, v1::Job* job) override;
+
+  // Open WatchJob streams.
+  size_t WatchCount();
+
+ private:
+  JobServiceDeps deps_;
+  std::unique_ptr<WatchRegistry> watches_;
+};
+
+// The caller's identity from request metadata. Today every caller is the default tenant;
+// verified tokens plug in here.
+Caller CallerFrom(const grpc::CallbackServerContext& ctx);
+
+}  // namespace aijobs::scheduler

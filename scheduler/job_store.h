@@ -1,0 +1,155 @@
+// JobStore: every durable operation of the scheduler, each one a batch where the hot path
+// needs it (one statement, one commit, for many jobs). PgJobStore is the real one.
+//
+//   std::unique_ptr<JobStore> store = NewPgJobStore(&pool);
+//   absl::StatusOr<std::vector<SubmitOutcome>> out = store->InsertJobs(batch);
+//   absl::StatusOr<std::vector<ClaimedJob>> jobs = store->ClaimJobs({"chat"}, 64, session, lease);
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "aijobs/v1/job.pb.h"
+#include "aijobs/v1/internal.pb.h"
+
+namespace aijobs::scheduler {
+
+// Who is calling: every read and write is scoped by tenant.
+struct Caller {
+  std::string tenant_id = "default";
+  std::string subject = "anonymous";
+};
+
+struct NewJob {
+  std::string id;  // UUID chosen by the scheduler
+  Caller caller;
+  std::string type;
+  v1::internal::JobSpec spec;
+  int32_t priority = 0;
+  int32_t max_attempts = 3;
+  std::optional<std::string> idempotency_key;
+  int64_t timeout_ms = 0;
+};
+
+struct SubmitOutcome {
+  v1::Job job;
+  bool existing = false;  // an earlier job with the same idempotency key
+};
+
+// A job handed to a worker by ClaimJobs.
+struct ClaimedJob {
+  v1::Job job;  // state RUNNING, attempt incremented, last_seq = seq of the RUNNING event
+  absl::Time deadline;
+};
+
+// How an attempt ended, as reported by a worker (or decided by the scheduler).
+struct AttemptOutcome {
+  enum class Kind { kSucceeded, kRetryableFailure, kFatalFailure };
+  std::string job_id;
+  int32_t attempt = 0;
+  Kind kind = Kind::kSucceeded;
+  google::protobuf::Struct result;  // kSucceeded
+  v1::JobError error;               // failures
+  absl::Duration retry_delay;       // kRetryableFailure: not before now + delay
+  int64_t last_seq = 0;             // highest seq the scheduler already used for the job
+};
+
+// Output deltas of one attempt, coalesced into one stored row.
+struct DeltaRow {
+  std::string job_id;
+  v1::internal::DeltaBatch batch;  // pieces in seq order, non-empty
+};
+
+struct EventPage {
+  v1::Job job;  // the job as it is now
+  std::vector<v1::JobEvent> events;
+  bool more = false;  // the page was full: read again after the last seq
+};
+
+struct ListQuery {
+  Caller caller;
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  std::string type;
+  int32_t page_size = 50;
+  std::string page_token;
+};
+
+struct ListPage {
+  std::vector<v1::Job> jobs;
+  std::string next_page_token;
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // Creates the jobs in one transaction (QUEUED, seq 1 = the QUEUED event). A job whose
+  // idempotency key already exists for the tenant is not created: its outcome is the existing
+  // job with existing = true. Outcomes are in the order of `jobs`.
+  virtual absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) = 0;
+
+  // NOT_FOUND when the job does not exist for the caller's tenant.
+  virtual absl::StatusOr<v1::Job> GetJob(const Caller& caller, const std::string& id) = 0;
+
+  virtual absl::StatusOr<ListPage> ListJobs(const ListQuery& query) = 0;
+
+  // Claims up to `limit` runnable QUEUED jobs of `types`, highest priority then oldest first,
+  // skipping rows other replicas hold (FOR UPDATE SKIP LOCKED); marks them RUNNING under
+  // `lease_owner` until now + lease, increments attempt (the fencing token) and writes the
+  // RUNNING event.
+  virtual absl::StatusOr<std::vector<ClaimedJob>> ClaimJobs(const std::vector<std::string>& types,
+                                                            int limit,
+                                                            const std::string& lease_owner,
+                                                            absl::Duration lease,
+                                                            absl::Duration default_timeout) = 0;
+
+  // Extends the leases of every RUNNING job owned by `lease_owners`.
+  virtual absl::Status ExtendLeases(const std::vector<std::string>& lease_owners,
+                                    absl::Duration lease) = 0;
+
+  // Appends coalesced output rows (fenced by attempt: rows of a superseded attempt are
+  // dropped) and raises jobs.last_seq.
+  virtual absl::Status AppendDeltas(const std::vector<DeltaRow>& rows) = 0;
+
+  // Ends attempts in one statement. Each is fenced: applied only when the job is still
+  // RUNNING with that attempt. A retryable failure requeues the job with its delay, or
+  // FAILS it when attempts are used up. Returns the jobs that changed, as they are now.
+  virtual absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
+      const std::vector<AttemptOutcome>& outcomes) = 0;
+
+  // Requeues (or fails, when attempts are used up) every RUNNING job whose lease expired.
+  virtual absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) = 0;
+
+  // Cancels a QUEUED or RUNNING job. `last_seq` is the highest seq the caller's replica
+  // used for the job (0 if none). FAILED_PRECONDITION when the job already ended.
+  virtual absl::StatusOr<v1::Job> CancelJob(const Caller& caller, const std::string& id,
+                                            const std::string& reason, int64_t last_seq) = 0;
+
+  // Queues a FAILED or CANCELLED job again with a fresh attempt budget (attempt numbers keep
+  // growing so fencing stays sound). FAILED_PRECONDITION otherwise.
+  virtual absl::StatusOr<v1::Job> RetryJob(const Caller& caller, const std::string& id) = 0;
+
+  // The job and its events with seq > after_seq, in order, from at most `limit` stored rows
+  // (deltas expanded to one event per piece). The final_job event carries the job as it
+  // ended. NOT_FOUND when the job does not exist for the caller's tenant.
+  virtual absl::StatusOr<EventPage> ReadEvents(const Caller& caller, const std::string& id,
+                                               int64_t after_seq, int limit) = 0;
+
+  // Deletes up to `limit` jobs (and their events) that finished before `cutoff`.
+  virtual absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) = 0;
+
+  // Records job types offered by workers, and reads the known set.
+  virtual absl::Status RegisterJobTypes(const std::vector<std::string>& types) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> KnownJobTypes() = 0;
+
+  // Wakes other replicas' dispatchers (one NOTIFY).
+  virtual absl::Status NotifyNewJobs() = 0;
+};
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,71 @@
+// aijobs-scheduler: flag parsing and wiring only; see scheduler_server.h.
+#include <csignal>
+#include <cstdlib>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/synchronization/notification.h"
+#include "common/logging.h"
+#include "scheduler/scheduler_server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address host:port");
+ABSL_FLAG(std::string, database_url, "", "PostgreSQL conninfo or URL (env AIJOBS_DATABASE_URL)");
+ABSL_FLAG(std::string, replica_id, "", "name of this replica (default host-pid)");
+ABSL_FLAG(int, db_pool_size, 16, "database connections");
+ABSL_FLAG(int64_t, max_input_bytes, 1 << 20, "largest accepted job input (serialized)");
+ABSL_FLAG(int64_t, lease_ms, 30000, "attempt lease, extended while the worker is connected");
+ABSL_FLAG(int64_t, heartbeat_ms, 5000, "worker heartbeat interval");
+ABSL_FLAG(int64_t, poll_interval_ms, 1000, "fallback poll for runnable jobs");
+ABSL_FLAG(int64_t, retry_base_ms, 1000, "first retry backoff (doubles per attempt, jittered)");
+ABSL_FLAG(int64_t, retry_max_ms, 60000, "largest retry backoff");
+ABSL_FLAG(int64_t, default_timeout_ms, 600000, "per-attempt timeout when a job sets none");
+ABSL_FLAG(int64_t, retention_hours, 168, "finished jobs are deleted after this many hours");
+ABSL_FLAG(int64_t, event_flush_ms, 100, "how often streamed output is written to job_events");
+ABSL_FLAG(int64_t, shutdown_grace_ms, 10000, "on SIGTERM, how long running attempts may finish");
+
+namespace {
+absl::Notification* g_stop = nullptr;
+void OnSignal(int) {
+  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("aijobs scheduler: JobService and WorkerService on PostgreSQL");
+  absl::ParseCommandLine(argc, argv);
+  aijobs::InitLogging("aijobs-scheduler");
+
+  aijobs::scheduler::SchedulerOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.database_url = absl::GetFlag(FLAGS_database_url);
+  if (o.database_url.empty() && std::getenv("AIJOBS_DATABASE_URL") != nullptr) {
+    o.database_url = std::getenv("AIJOBS_DATABASE_URL");
+  }
+  o.replica_id = absl::GetFlag(FLAGS_replica_id);
+  o.db_pool_size = absl::GetFlag(FLAGS_db_pool_size);
+  o.max_input_bytes = absl::GetFlag(FLAGS_max_input_bytes);
+  o.lease = absl::Milliseconds(absl::GetFlag(FLAGS_lease_ms));
+  o.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
+  o.poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_poll_interval_ms));
+  o.retry_base = absl::Milliseconds(absl::GetFlag(FLAGS_retry_base_ms));
+  o.retry_max = absl::Milliseconds(absl::GetFlag(FLAGS_retry_max_ms));
+  o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
+  o.retention = absl::Hours(absl::GetFlag(FLAGS_retention_hours));
+  o.event_flush_interval = absl::Milliseconds(absl::GetFlag(FLAGS_event_flush_ms));
+
+  absl::Notification stop;
+  g_stop = &stop;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+
+  auto server = aijobs::scheduler::SchedulerServer::Start(o);
+  if (!server.ok()) {
+    spdlog::critical("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  stop.WaitForNotification();
+  (*server)->Shutdown(absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
+  return 0;
+}

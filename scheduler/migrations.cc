@@ -1,0 +1,121 @@
+#include "scheduler/migrations.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+constexpr int64_t kMigrationLockKey = 0x61696a6f6273;  // "aijobs"
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+// Append only: a released migration never changes.
+const std::vector<Migration>& Migrations() {
+  static const auto* migrations = new std::vector<Migration>{
+      {1, R"sql(
+CREATE FUNCTION aijobs_us(timestamptz) RETURNS bigint
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (extract(epoch FROM $1) * 1000000)::bigint $$;
+
+-- state: 1 QUEUED, 2 RUNNING, 3 SUCCEEDED, 4 FAILED, 5 CANCELLED (aijobs.v1.JobState).
+CREATE TABLE jobs (
+  id               uuid PRIMARY KEY,
+  tenant_id        text NOT NULL,
+  owner            text NOT NULL,
+  type             text NOT NULL,
+  spec             bytea NOT NULL,          -- aijobs.v1.internal.JobSpec
+  state            smallint NOT NULL,
+  priority         int NOT NULL DEFAULT 0,
+  attempt          int NOT NULL DEFAULT 0,  -- the fencing token
+  max_attempts     int NOT NULL,
+  attempt_budget   int NOT NULL,            -- attempts granted per submit or redrive
+  idempotency_key  text,
+  timeout_ms       bigint NOT NULL DEFAULT 0,
+  result           bytea,                   -- google.protobuf.Struct
+  error            bytea,                   -- aijobs.v1.JobError
+  run_after        timestamptz NOT NULL DEFAULT now(),
+  lease_owner      text,
+  lease_expires_at timestamptz,
+  last_seq         bigint NOT NULL DEFAULT 0,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  updated_at       timestamptz NOT NULL DEFAULT now(),
+  started_at       timestamptz,
+  finished_at      timestamptz
+) WITH (fillfactor = 70);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_queue ON jobs (priority DESC, run_after) WHERE state = 1;
+CREATE INDEX jobs_running_lease ON jobs (lease_expires_at) WHERE state = 2;
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state >= 3;
+CREATE INDEX jobs_list ON jobs (tenant_id, created_at DESC, id DESC);
+
+-- kind: 1 state change, 2 coalesced output deltas (payload DeltaBatch), 3 final job.
+CREATE TABLE job_events (
+  job_id  uuid NOT NULL,
+  seq     bigint NOT NULL,
+  kind    smallint NOT NULL,
+  state   smallint,
+  attempt int NOT NULL DEFAULT 0,
+  error   bytea,
+  payload bytea,
+  time    timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE worker_types (
+  type      text PRIMARY KEY,
+  last_seen timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
+  };
+  return *migrations;
+}
+
+}  // namespace
+
+int LatestSchemaVersion() { return Migrations().back().version; }
+
+absl::Status ApplyMigrations(pg::Connection& conn) {
+  auto locked = conn.Exec(absl::StrCat("SELECT pg_advisory_lock(", kMigrationLockKey, ")"));
+  if (!locked.ok()) return locked.status();
+  auto unlock = [&conn] {
+    (void)conn.Exec(absl::StrCat("SELECT pg_advisory_unlock(", kMigrationLockKey, ")"));
+  };
+  auto table = conn.Exec(
+      "CREATE TABLE IF NOT EXISTS aijobs_schema_migrations ("
+      " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+  if (!table.ok()) {
+    unlock();
+    return table.status();
+  }
+  auto applied = conn.Exec("SELECT coalesce(max(version), 0) FROM aijobs_schema_migrations");
+  if (!applied.ok()) {
+    unlock();
+    return applied.status();
+  }
+  int current = static_cast<int>(applied->GetInt(0, 0));
+  for (const Migration& m : Migrations()) {
+    if (m.version <= current) continue;
+    std::string sql = absl::StrCat("BEGIN;\n", m.sql,
+                                   "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
+                                   m.version, ");\nCOMMIT;");
+    auto r = conn.Exec(sql);
+    if (!r.ok()) {
+      (void)conn.Exec("ROLLBACK");
+      unlock();
+      return absl::Status(r.status().code(), absl::StrCat("migration ", m.version,
+                                                          " failed: ", r.status().message()));
+    }
+    spdlog::info("applied schema migration {}", m.version);
+  }
+  unlock();
+  return absl::OkStatus();
+}
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,562 @@
+#include "scheduler/pg_job_store.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/pg/array.h"
+#include "common/time_util.h"
+#include "common/uuid.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+using pg::ArrayBuilder;
+using pg::Params;
+using pg::Result;
+
+// The columns every statement returning jobs selects, and their names in a CTE.
+#define JOB_COLUMNS                                                                         \
+  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "              \
+  "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, "     \
+  "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "              \
+  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq"
+#define JOB_NAMES                                                                      \
+  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
+  "idempotency_key, timeout_ms, result, error, run_after_us, created_us, updated_us, " \
+  "started_us, finished_us, last_seq"
+constexpr int kJobColumnCount = 19;
+
+// Writes the event of a transition for every row of the CTE `upd`: a final_job event for
+// terminal states, a state change otherwise.
+#define TRANSITION_EVENTS                                                            \
+  "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, error, payload) " \
+  "SELECT id, last_seq, CASE WHEN state >= 3 THEN 3 ELSE 1 END, state, attempt, "     \
+  "error, CASE WHEN state = 3 THEN result END FROM upd ON CONFLICT DO NOTHING) "
+
+v1::Job RowToJob(const Result& r, int row) {
+  v1::Job job;
+  job.set_id(r.GetString(row, 0));
+  job.set_tenant_id(r.GetString(row, 1));
+  job.set_owner(r.GetString(row, 2));
+  job.set_type(r.GetString(row, 3));
+  v1::internal::JobSpec spec;
+  spec.ParseFromString(r.GetBytea(row, 4));
+  *job.mutable_input() = std::move(*spec.mutable_input());
+  job.mutable_labels()->swap(*spec.mutable_labels());
+  job.set_state(static_cast<v1::JobState>(r.GetInt(row, 5)));
+  job.set_priority(static_cast<int32_t>(r.GetInt(row, 6)));
+  job.set_attempt(static_cast<int32_t>(r.GetInt(row, 7)));
+  job.set_max_attempts(static_cast<int32_t>(r.GetInt(row, 8)));
+  if (!r.IsNull(row, 9)) job.set_idempotency_key(r.GetString(row, 9));
+  int64_t timeout_ms = r.GetInt(row, 10);
+  if (timeout_ms > 0) *job.mutable_timeout() = ToProtoDuration(absl::Milliseconds(timeout_ms));
+  if (!r.IsNull(row, 11)) job.mutable_result()->ParseFromString(r.GetBytea(row, 11));
+  if (!r.IsNull(row, 12)) job.mutable_error()->ParseFromString(r.GetBytea(row, 12));
+  *job.mutable_run_after() = MicrosToTimestamp(r.GetInt(row, 13));
+  *job.mutable_created_at() = MicrosToTimestamp(r.GetInt(row, 14));
+  *job.mutable_updated_at() = MicrosToTimestamp(r.GetInt(row, 15));
+  if (!r.IsNull(row, 16)) *job.mutable_started_at() = MicrosToTimestamp(r.GetInt(row, 16));
+  if (!r.IsNull(row, 17)) *job.mutable_finished_at() = MicrosToTimestamp(r.GetInt(row, 17));
+  job.set_last_seq(r.GetInt(row, 18));
+  return job;
+}
+
+std::vector<v1::Job> RowsToJobs(const Result& r) {
+  std::vector<v1::Job> jobs;
+  jobs.reserve(r.rows());
+  for (int i = 0; i < r.rows(); ++i) jobs.push_back(RowToJob(r, i));
+  return jobs;
+}
+
+std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
+
+std::string JobNotFound(const std::string& id) {
+  return absl::StrCat("job ", id, " not found");
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vector<NewJob>& jobs) {
+  static constexpr char kSql[] =
+      "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+      "$5::bytea[], $6::int[], $7::int[], $8::text[], $9::int8[]) AS t(i_id, i_tenant, i_owner, "
+      "i_type, i_spec, i_priority, i_max_attempts, i_key, i_timeout)), "
+      "ins AS (INSERT INTO jobs (id, tenant_id, owner, type, spec, state, priority, attempt, "
+      "max_attempts, attempt_budget, idempotency_key, timeout_ms, last_seq) "
+      "SELECT i_id, i_tenant, i_owner, i_type, i_spec, 1, i_priority, 0, i_max_attempts, "
+      "i_max_attempts, i_key, i_timeout, 1 FROM input "
+      "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+      "RETURNING id, created_at), "
+      "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, time) "
+      "SELECT id, 1, 1, 1, 0, created_at FROM ins) "
+      "SELECT id, aijobs_us(created_at) FROM ins";
+  ArrayBuilder ids, tenants, owners, types, specs, priorities, max_attempts, keys, timeouts;
+  std::vector<std::string> spec_bytes(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const NewJob& j = jobs[i];
+    ids.Add(j.id);
+    tenants.Add(j.caller.tenant_id);
+    owners.Add(j.caller.subject);
+    types.Add(j.type);
+    j.spec.SerializeToString(&spec_bytes[i]);
+    specs.AddBytea(spec_bytes[i]);
+    priorities.Add(int64_t{j.priority});
+    max_attempts.Add(int64_t{j.max_attempts});
+    if (j.idempotency_key) {
+      keys.Add(*j.idempotency_key);
+    } else {
+      keys.AddNull();
+    }
+    timeouts.Add(j.timeout_ms);
+  }
+  Params p;
+  p.Add(ids.Finish()).Add(tenants.Finish()).Add(owners.Finish()).Add(types.Finish());
+  p.Add(specs.Finish()).Add(priorities.Finish()).Add(max_attempts.Finish()).Add(keys.Finish());
+  p.Add(timeouts.Finish());
+
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("insert_jobs", kSql, p);
+  if (!r.ok()) return r.status();
+  std::unordered_map<std::string, int64_t> created;
+  for (int i = 0; i < r->rows(); ++i) created.emplace(r->GetString(i, 0), r->GetInt(i, 1));
+
+  std::vector<SubmitOutcome> out(jobs.size());
+  // tenant -> idempotency keys whose job already existed
+  std::unordered_map<std::string, std::vector<std::string>> existing_keys;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const NewJob& j = jobs[i];
+    auto it = created.find(j.id);
+    if (it == created.end()) {
+      existing_keys[j.caller.tenant_id].push_back(j.idempotency_key.value_or(""));
+      continue;
+    }
+    v1::Job& job = out[i].job;
+    job.set_id(j.id);
+    job.set_type(j.type);
+    *job.mutable_input() = j.spec.input();
+    *job.mutable_labels() = j.spec.labels();
+    job.set_state(v1::QUEUED);
+    job.set_max_attempts(j.max_attempts);
+    job.set_priority(j.priority);
+    if (j.idempotency_key) job.set_idempotency_key(*j.idempotency_key);
+    if (j.timeout_ms > 0) *job.mutable_timeout() = ToProtoDuration(absl::Milliseconds(j.timeout_ms));
+    *job.mutable_created_at() = MicrosToTimestamp(it->second);
+    *job.mutable_updated_at() = job.created_at();
+    *job.mutable_run_after() = job.created_at();
+    job.set_tenant_id(j.caller.tenant_id);
+    job.set_owner(j.caller.subject);
+    job.set_last_seq(1);
+  }
+  for (auto& [tenant, keys_list] : existing_keys) {
+    ArrayBuilder key_array;
+    for (const auto& k : keys_list) key_array.Add(k);
+    Params q;
+    q.Add(tenant).Add(key_array.Finish());
+    auto existing = (*conn)->ExecPrepared(
+        "jobs_by_keys",
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])",
+        q);
+    if (!existing.ok()) return existing.status();
+    std::unordered_map<std::string, v1::Job> by_key;
+    for (int i = 0; i < existing->rows(); ++i) {
+      v1::Job job = RowToJob(*existing, i);
+      by_key.emplace(job.idempotency_key(), std::move(job));
+    }
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (jobs[i].caller.tenant_id != tenant || created.count(jobs[i].id)) continue;
+      auto it = by_key.find(jobs[i].idempotency_key.value_or(""));
+      if (it == by_key.end()) {
+        return absl::AbortedError("a job with the same idempotency key was deleted concurrently");
+      }
+      out[i].job = it->second;
+      out[i].existing = true;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> PgJobStore::GetJob(const Caller& caller, const std::string& id) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  Params p;
+  p.Add(id).Add(caller.tenant_id);
+  auto r = (*conn)->ExecPrepared(
+      "get_job", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::uuid AND tenant_id = $2", p);
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(JobNotFound(id));
+  return RowToJob(*r, 0);
+}
+
+absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
+  Params p;
+  p.Add(query.caller.tenant_id).Add(int64_t{query.state}).Add(query.type);
+  if (query.page_token.empty()) {
+    p.AddNull().AddNull();
+  } else {
+    size_t dot = query.page_token.find('.');
+    int64_t created_us = 0;
+    std::string id = dot == std::string::npos ? "" : query.page_token.substr(dot + 1);
+    if (dot == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(query.page_token.data(), dot), &created_us) ||
+        !IsUuid(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_token \"", query.page_token,
+                       "\" is not a token returned by ListJobs"));
+    }
+    p.Add(created_us).Add(id);
+  }
+  p.Add(int64_t{query.page_size + 1});
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "list_jobs",
+      "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND ($2::int = 0 OR state = $2::int) "
+      "AND ($3::text = '' OR type = $3::text) AND ($4::int8 IS NULL OR (created_at, id) < "
+      "('epoch'::timestamptz + $4::int8 * interval '1 microsecond', $5::uuid)) "
+      "ORDER BY created_at DESC, id DESC LIMIT $6",
+      p);
+  if (!r.ok()) return r.status();
+  ListPage page;
+  page.jobs = RowsToJobs(*r);
+  if (static_cast<int>(page.jobs.size()) > query.page_size) {
+    page.jobs.pop_back();
+    const v1::Job& last = page.jobs.back();
+    page.next_page_token = absl::StrCat(TimestampToMicros(last.created_at()), ".", last.id());
+  }
+  return page;
+}
+
+absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
+    const std::vector<std::string>& types, int limit, const std::string& lease_owner,
+    absl::Duration lease, absl::Duration default_timeout) {
+  static constexpr char kSql[] =
+      "WITH c AS (SELECT id AS c_id FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
+      "AND run_after <= now() ORDER BY priority DESC, run_after LIMIT $2 FOR UPDATE SKIP LOCKED), "
+      "upd AS (UPDATE jobs SET state = 2, attempt = attempt + 1, lease_owner = $3, "
+      "lease_expires_at = now() + $4::int8 * interval '1 millisecond', started_at = now(), "
+      "updated_at = now(), last_seq = last_seq + 1 FROM c WHERE id = c_id RETURNING " JOB_COLUMNS
+      "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd ORDER BY priority DESC, run_after_us";
+  ArrayBuilder type_array;
+  for (const auto& t : types) type_array.Add(t);
+  Params p;
+  p.Add(type_array.Finish()).Add(int64_t{limit}).Add(lease_owner).Add(MicrosLiteral(lease));
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("claim_jobs", kSql, p);
+  if (!r.ok()) return r.status();
+  std::vector<ClaimedJob> out;
+  out.reserve(r->rows());
+  absl::Time now = absl::Now();
+  for (int i = 0; i < r->rows(); ++i) {
+    ClaimedJob c;
+    c.job = RowToJob(*r, i);
+    absl::Duration timeout =
+        c.job.has_timeout() ? FromProtoDuration(c.job.timeout()) : default_timeout;
+    c.deadline = now + timeout;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& lease_owners,
+                                      absl::Duration lease) {
+  if (lease_owners.empty()) return absl::OkStatus();
+  ArrayBuilder owners;
+  for (const auto& o : lease_owners) owners.Add(o);
+  Params p;
+  p.Add(owners.Finish()).Add(MicrosLiteral(lease));
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->ExecPrepared("extend_leases",
+                     "UPDATE jobs SET lease_expires_at = now() + $2::int8 * interval "
+                     "'1 millisecond' WHERE state = 2 AND lease_owner = ANY($1::text[])",
+                     p)
+      .status();
+}
+
+absl::Status PgJobStore::AppendDeltas(const std::vector<DeltaRow>& rows) {
+  if (rows.empty()) return absl::OkStatus();
+  static constexpr char kSql[] =
+      "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int[], $4::bytea[], "
+      "$5::int8[]) AS t(u_id, u_seq, u_attempt, u_payload, u_time)), "
+      "ins AS (INSERT INTO job_events (job_id, seq, kind, attempt, payload, time) "
+      "SELECT u_id, u_seq, 2, u_attempt, u_payload, 'epoch'::timestamptz + u_time * "
+      "interval '1 microsecond' FROM u JOIN jobs j ON j.id = u_id AND j.attempt = u_attempt "
+      "ON CONFLICT DO NOTHING RETURNING job_id, seq) "
+      "UPDATE jobs j SET last_seq = m.s FROM (SELECT job_id, max(seq) AS s FROM ins "
+      "GROUP BY job_id) m WHERE j.id = m.job_id AND j.last_seq < m.s";
+  ArrayBuilder ids, seqs, attempts, payloads, times;
+  std::string bytes;
+  for (const DeltaRow& row : rows) {
+    const auto& last = row.batch.pieces(row.batch.pieces_size() - 1);
+    ids.Add(row.job_id);
+    seqs.Add(last.seq());
+    attempts.Add(int64_t{row.batch.attempt()});
+    row.batch.SerializeToString(&bytes);
+    payloads.AddBytea(bytes);
+    times.Add(last.time_us());
+  }
+  Params p;
+  p.Add(ids.Finish()).Add(seqs.Finish()).Add(attempts.Finish()).Add(payloads.Finish());
+  p.Add(times.Finish());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)->ExecPrepared("append_deltas", kSql, p).status();
+}
+
+absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
+    const std::vector<AttemptOutcome>& outcomes) {
+  if (outcomes.empty()) return std::vector<v1::Job>{};
+  // u_kind: 0 succeeded, 1 retryable failure, 2 fatal failure.
+#define NEW_STATE \
+  "(CASE WHEN u_kind = 0 THEN 3 WHEN u_kind = 1 AND attempt < max_attempts THEN 1 ELSE 4 END)"
+  static constexpr char kSql[] =
+      "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bytea[], "
+      "$5::bytea[], $6::int8[], $7::int8[]) AS t(u_id, u_attempt, u_kind, u_result, u_error, "
+      "u_delay_ms, u_seq)), "
+      "upd AS (UPDATE jobs SET state = " NEW_STATE ", "
+      "result = CASE WHEN u_kind = 0 THEN u_result END, "
+      "error = CASE WHEN u_kind = 0 THEN NULL ELSE u_error END, "
+      "run_after = CASE WHEN " NEW_STATE " = 1 THEN now() + u_delay_ms * interval "
+      "'1 millisecond' ELSE run_after END, "
+      "finished_at = CASE WHEN " NEW_STATE " = 1 THEN NULL ELSE now() END, "
+      "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
+      "last_seq = GREATEST(last_seq, u_seq) + 1 "
+      "FROM u WHERE id = u_id AND attempt = u_attempt AND state = 2 RETURNING " JOB_COLUMNS "), "
+      TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
+#undef NEW_STATE
+  ArrayBuilder ids, attempts, kinds, results, errors, delays, seqs;
+  std::string bytes;
+  for (const AttemptOutcome& o : outcomes) {
+    ids.Add(o.job_id);
+    attempts.Add(int64_t{o.attempt});
+    switch (o.kind) {
+      case AttemptOutcome::Kind::kSucceeded:
+        kinds.Add(int64_t{0});
+        o.result.SerializeToString(&bytes);
+        results.AddBytea(bytes);
+        errors.AddNull();
+        break;
+      case AttemptOutcome::Kind::kRetryableFailure:
+      case AttemptOutcome::Kind::kFatalFailure:
+        kinds.Add(int64_t{o.kind == AttemptOutcome::Kind::kRetryableFailure ? 1 : 2});
+        results.AddNull();
+        o.error.SerializeToString(&bytes);
+        errors.AddBytea(bytes);
+        break;
+    }
+    delays.Add(absl::ToInt64Milliseconds(o.retry_delay));
+    seqs.Add(o.last_seq);
+  }
+  Params p;
+  p.Add(ids.Finish()).Add(attempts.Finish()).Add(kinds.Finish()).Add(results.Finish());
+  p.Add(errors.Finish()).Add(delays.Finish()).Add(seqs.Finish());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("finish_attempts", kSql, p);
+  if (!r.ok()) return r.status();
+  return RowsToJobs(*r);
+}
+
+absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit) {
+  static constexpr char kSql[] =
+      "WITH x AS (SELECT id AS x_id FROM jobs WHERE state = 2 AND lease_expires_at < now() "
+      "LIMIT $1 FOR UPDATE SKIP LOCKED), "
+      "upd AS (UPDATE jobs SET state = CASE WHEN attempt < max_attempts THEN 1 ELSE 4 END, "
+      "error = $2::bytea, lease_owner = NULL, lease_expires_at = NULL, run_after = now(), "
+      "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END, "
+      "updated_at = now(), last_seq = last_seq + 1 FROM x WHERE id = x_id RETURNING " JOB_COLUMNS
+      "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
+  v1::JobError error;
+  error.set_code("LEASE_EXPIRED");
+  error.set_message("the scheduler replica holding this attempt stopped renewing its lease");
+  error.set_retryable(true);
+  Params p;
+  p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("requeue_expired", kSql, p);
+  if (!r.ok()) return r.status();
+  return RowsToJobs(*r);
+}
+
+absl::StatusOr<v1::Job> PgJobStore::CancelJob(const Caller& caller, const std::string& id,
+                                              const std::string& reason, int64_t last_seq) {
+  static constexpr char kSql[] =
+      "WITH upd AS (UPDATE jobs SET state = 5, error = $3::bytea, lease_owner = NULL, "
+      "lease_expires_at = NULL, finished_at = now(), updated_at = now(), "
+      "last_seq = GREATEST(last_seq, $4::int8) + 1 WHERE id = $1::uuid AND tenant_id = $2 "
+      "AND state IN (1, 2) RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
+      "SELECT " JOB_NAMES " FROM upd";
+  v1::JobError error;
+  error.set_code("CANCELLED");
+  error.set_message(reason.empty() ? "cancelled by request" : reason);
+  Params p;
+  p.Add(id).Add(caller.tenant_id).AddBinary(error.SerializeAsString()).Add(last_seq);
+  absl::StatusOr<Result> r;
+  {
+    auto conn = pool_->Acquire();
+    if (!conn.ok()) return conn.status();
+    r = (*conn)->ExecPrepared("cancel_job", kSql, p);
+  }
+  if (!r.ok()) return r.status();
+  if (r->rows() == 1) return RowToJob(*r, 0);
+  auto job = GetJob(caller, id);
+  if (!job.ok()) return job.status();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, " already ended as ", v1::JobState_Name(job->state()), ": nothing to cancel"));
+}
+
+absl::StatusOr<v1::Job> PgJobStore::RetryJob(const Caller& caller, const std::string& id) {
+  static constexpr char kSql[] =
+      "WITH upd AS (UPDATE jobs SET state = 1, max_attempts = attempt + attempt_budget, "
+      "error = NULL, result = NULL, run_after = now(), finished_at = NULL, updated_at = now(), "
+      "last_seq = last_seq + 1 WHERE id = $1::uuid AND tenant_id = $2 AND state IN (4, 5) "
+      "RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
+  Params p;
+  p.Add(id).Add(caller.tenant_id);
+  absl::StatusOr<Result> r;
+  {
+    auto conn = pool_->Acquire();
+    if (!conn.ok()) return conn.status();
+    r = (*conn)->ExecPrepared("retry_job", kSql, p);
+  }
+  if (!r.ok()) return r.status();
+  if (r->rows() == 1) return RowToJob(*r, 0);
+  auto job = GetJob(caller, id);
+  if (!job.ok()) return job.status();
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", id, " is ", v1::JobState_Name(job->state()),
+                   ": only FAILED or CANCELLED jobs can be retried"));
+}
+
+absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std::string& id,
+                                                 int64_t after_seq, int limit) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  Params jp;
+  jp.Add(id).Add(caller.tenant_id);
+  auto jr = (*conn)->ExecPrepared(
+      "get_job", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::uuid AND tenant_id = $2", jp);
+  if (!jr.ok()) return jr.status();
+  if (jr->rows() == 0) return absl::NotFoundError(JobNotFound(id));
+  EventPage page;
+  page.job = RowToJob(*jr, 0);
+  const v1::Job& job = page.job;
+  Params p;
+  p.Add(id).Add(after_seq).Add(int64_t{limit});
+  auto r = (*conn)->ExecPrepared(
+      "read_events",
+      "SELECT seq, kind, state, attempt, error, payload, aijobs_us(time) FROM job_events "
+      "WHERE job_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3",
+      p);
+  if (!r.ok()) return r.status();
+  std::vector<v1::JobEvent>& events = page.events;
+  page.more = r->rows() == limit;
+  // A delta row may repeat pieces of an earlier row (written both by the flusher and with
+  // the attempt's end): emit each seq once.
+  int64_t last = after_seq;
+  for (int i = 0; i < r->rows(); ++i) {
+    int64_t seq = r->GetInt(i, 0);
+    int kind = static_cast<int>(r->GetInt(i, 1));
+    int32_t attempt = static_cast<int32_t>(r->GetInt(i, 3));
+    int64_t time_us = r->GetInt(i, 6);
+    if (kind == 2) {
+      v1::internal::DeltaBatch batch;
+      batch.ParseFromString(r->GetBytea(i, 5));
+      for (const auto& piece : batch.pieces()) {
+        if (piece.seq() <= last) continue;
+        last = piece.seq();
+        v1::JobEvent& e = events.emplace_back();
+        e.set_job_id(id);
+        e.set_seq(piece.seq());
+        *e.mutable_time() = MicrosToTimestamp(piece.time_us());
+        e.mutable_output_delta()->set_attempt(batch.attempt());
+        e.mutable_output_delta()->set_text(piece.text());
+      }
+      continue;
+    }
+    if (seq <= last) continue;
+    last = seq;
+    v1::JobEvent& e = events.emplace_back();
+    e.set_job_id(id);
+    e.set_seq(seq);
+    *e.mutable_time() = MicrosToTimestamp(time_us);
+    auto state = static_cast<v1::JobState>(r->GetInt(i, 2));
+    v1::JobError error;
+    if (!r->IsNull(i, 4)) error.ParseFromString(r->GetBytea(i, 4));
+    if (kind == 3) {
+      v1::Job* final_job = e.mutable_final_job();
+      *final_job = job;
+      final_job->set_state(state);
+      final_job->set_attempt(attempt);
+      final_job->clear_result();
+      final_job->clear_error();
+      if (!r->IsNull(i, 5)) final_job->mutable_result()->ParseFromString(r->GetBytea(i, 5));
+      if (!r->IsNull(i, 4)) *final_job->mutable_error() = error;
+      *final_job->mutable_finished_at() = e.time();
+      final_job->set_last_seq(seq);
+    } else {
+      v1::StateChange* sc = e.mutable_state_change();
+      sc->set_state(state);
+      sc->set_attempt(attempt);
+      if (!r->IsNull(i, 4)) *sc->mutable_error() = error;
+      sc->set_discard_output(state == v1::RUNNING && attempt > 1);
+    }
+  }
+  return page;
+}
+
+absl::StatusOr<int> PgJobStore::DeleteFinishedBefore(absl::Time cutoff, int limit) {
+  Params p;
+  p.Add(absl::ToUnixMicros(cutoff)).Add(int64_t{limit});
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "delete_finished",
+      "WITH d AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state >= 3 AND "
+      "finished_at < 'epoch'::timestamptz + $1::int8 * interval '1 microsecond' LIMIT $2) "
+      "RETURNING id), e AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM d)) "
+      "SELECT count(*) FROM d",
+      p);
+  if (!r.ok()) return r.status();
+  return static_cast<int>(r->GetInt(0, 0));
+}
+
+absl::Status PgJobStore::RegisterJobTypes(const std::vector<std::string>& types) {
+  if (types.empty()) return absl::OkStatus();
+  ArrayBuilder a;
+  for (const auto& t : types) a.Add(t);
+  Params p;
+  p.Add(a.Finish());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->ExecPrepared("register_types",
+                     "INSERT INTO worker_types (type) SELECT DISTINCT unnest($1::text[]) "
+                     "ON CONFLICT (type) DO UPDATE SET last_seen = now()",
+                     p)
+      .status();
+}
+
+absl::StatusOr<std::vector<std::string>> PgJobStore::KnownJobTypes() {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("known_types", "SELECT type FROM worker_types", Params());
+  if (!r.ok()) return r.status();
+  std::vector<std::string> out;
+  for (int i = 0; i < r->rows(); ++i) out.push_back(r->GetString(i, 0));
+  return out;
+}
+
+absl::Status PgJobStore::NotifyNewJobs() {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)->Exec("NOTIFY aijobs_jobs").status();
+}
+
+}  // namespace aijobs::scheduler

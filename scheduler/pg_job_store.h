@@ -1,0 +1,45 @@
+// PgJobStore: the JobStore on PostgreSQL. Every batch operation is one statement (data-
+// modifying CTEs), so it costs one round trip and one commit however many jobs it carries.
+//
+//   pg::Pool pool(url, 16);
+//   PgJobStore store(&pool);
+//   auto claimed = store.ClaimJobs({"chat"}, 64, "session-1", absl::Seconds(30), absl::Minutes(10));
+#pragma once
+
+#include "common/pg/pool.h"
+#include "scheduler/job_store.h"
+
+namespace aijobs::scheduler {
+
+class PgJobStore : public JobStore {
+ public:
+  explicit PgJobStore(pg::Pool* pool) : pool_(pool) {}
+
+  absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) override;
+  absl::StatusOr<v1::Job> GetJob(const Caller& caller, const std::string& id) override;
+  absl::StatusOr<ListPage> ListJobs(const ListQuery& query) override;
+  absl::StatusOr<std::vector<ClaimedJob>> ClaimJobs(const std::vector<std::string>& types,
+                                                    int limit, const std::string& lease_owner,
+                                                    absl::Duration lease,
+                                                    absl::Duration default_timeout) override;
+  absl::Status ExtendLeases(const std::vector<std::string>& lease_owners,
+                            absl::Duration lease) override;
+  absl::Status AppendDeltas(const std::vector<DeltaRow>& rows) override;
+  absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
+      const std::vector<AttemptOutcome>& outcomes) override;
+  absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) override;
+  absl::StatusOr<v1::Job> CancelJob(const Caller& caller, const std::string& id,
+                                    const std::string& reason, int64_t last_seq) override;
+  absl::StatusOr<v1::Job> RetryJob(const Caller& caller, const std::string& id) override;
+  absl::StatusOr<EventPage> ReadEvents(const Caller& caller, const std::string& id,
+                                       int64_t after_seq, int limit) override;
+  absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) override;
+  absl::Status RegisterJobTypes(const std::vector<std::string>& types) override;
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override;
+  absl::Status NotifyNewJobs() override;
+
+ private:
+  pg::Pool* pool_;
+};
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,182 @@
+#include "scheduler/scheduler_server.h"
+
+#include <unistd.h>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/executor.h"
+#include "common/time_util.h"
+#include "common/pg/pool.h"
+#include "scheduler/attempt_finisher.h"
+#include "scheduler/dispatcher.h"
+#include "scheduler/event_hub.h"
+#include "scheduler/housekeeping.h"
+#include "scheduler/job_service.h"
+#include "scheduler/job_type_registry.h"
+#include "scheduler/migrations.h"
+#include "scheduler/pg_job_store.h"
+#include "scheduler/submit_batcher.h"
+#include "scheduler/worker_service.h"
+#include "spdlog/spdlog.h"
+
+namespace aijobs::scheduler {
+
+struct SchedulerServer::Impl {
+  SchedulerOptions options;
+  int port = 0;
+  std::unique_ptr<pg::Pool> pool;
+  std::unique_ptr<PgJobStore> store;
+  std::unique_ptr<EventHub> hub;
+  std::unique_ptr<Executor> executor;
+  std::unique_ptr<JobTypeRegistry> types;
+  std::unique_ptr<AttemptFinisher> finisher;
+  std::unique_ptr<Dispatcher> dispatcher;
+  std::unique_ptr<Housekeeping> housekeeping;
+  std::unique_ptr<SubmitBatcher> batcher;
+  std::unique_ptr<JobServiceImpl> job_service;
+  std::unique_ptr<WorkerServiceImpl> worker_service;
+  std::unique_ptr<grpc::Server> server;
+  bool shut_down = false;
+};
+
+SchedulerServer::SchedulerServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SchedulerServer::~SchedulerServer() { Shutdown(absl::Seconds(5)); }
+
+int SchedulerServer::port() const { return impl_->port; }
+
+absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
+    const SchedulerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (impl->options.replica_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    impl->options.replica_id = absl::StrCat(host, "-", getpid());
+  }
+  const SchedulerOptions& o = impl->options;
+  if (o.database_url.empty()) {
+    return absl::InvalidArgumentError("--database_url is required (a libpq conninfo or URL)");
+  }
+
+  // The database may still be starting (e.g. under ./dev up): retry for a while.
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (true) {
+    auto conn = pg::Connection::Open(o.database_url, 0);
+    if (conn.ok()) {
+      absl::Status m = ApplyMigrations(**conn);
+      if (!m.ok()) return m;
+      break;
+    }
+    if (absl::Now() > deadline) return conn.status();
+    spdlog::warn("waiting for the database: {}", conn.status().ToString());
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+
+  impl->pool = std::make_unique<pg::Pool>(o.database_url, o.db_pool_size, 30000);
+  impl->store = std::make_unique<PgJobStore>(impl->pool.get());
+  impl->hub = std::make_unique<EventHub>();
+  impl->executor = std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2));
+  impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());
+  Impl* raw = impl.get();
+  impl->finisher = std::make_unique<AttemptFinisher>(
+      impl->store.get(), impl->hub.get(), [raw](const v1::Job& job) {
+        raw->dispatcher->WakeAt(FromProtoTimestamp(job.run_after()));
+      });
+  DispatcherOptions dopts;
+  dopts.lease = o.lease;
+  dopts.poll_interval = o.poll_interval;
+  dopts.default_timeout = o.default_timeout;
+  impl->dispatcher = std::make_unique<Dispatcher>(impl->store.get(), impl->hub.get(),
+                                                  impl->finisher.get(), dopts);
+  HousekeepingOptions hopts;
+  hopts.flush_interval = o.event_flush_interval;
+  hopts.lease = o.lease;
+  hopts.heartbeat_interval = o.heartbeat_interval;
+  hopts.retention = o.retention;
+  hopts.database_url = o.database_url;
+  impl->housekeeping = std::make_unique<Housekeeping>(impl->store.get(), impl->hub.get(),
+                                                      impl->dispatcher.get(), hopts);
+  impl->batcher = std::make_unique<SubmitBatcher>(impl->store.get(), [raw] {
+    raw->dispatcher->Wake();
+    raw->housekeeping->RequestNotify();
+  });
+
+  JobServiceDeps jdeps;
+  jdeps.store = impl->store.get();
+  jdeps.hub = impl->hub.get();
+  jdeps.dispatcher = impl->dispatcher.get();
+  jdeps.batcher = impl->batcher.get();
+  jdeps.executor = impl->executor.get();
+  jdeps.types = impl->types.get();
+  jdeps.limits.max_input_bytes = o.max_input_bytes;
+  jdeps.watch_poll_interval = std::max(o.poll_interval, absl::Milliseconds(500));
+  impl->job_service = std::make_unique<JobServiceImpl>(jdeps);
+
+  WorkerServiceDeps wdeps;
+  wdeps.store = impl->store.get();
+  wdeps.hub = impl->hub.get();
+  wdeps.dispatcher = impl->dispatcher.get();
+  wdeps.finisher = impl->finisher.get();
+  wdeps.executor = impl->executor.get();
+  wdeps.types = impl->types.get();
+  wdeps.replica_id = o.replica_id;
+  wdeps.retry = RetryPolicy{o.retry_base, o.retry_max};
+  wdeps.heartbeat_interval = o.heartbeat_interval;
+  impl->worker_service = std::make_unique<WorkerServiceImpl>(wdeps);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &impl->port);
+  builder.RegisterService(impl->job_service.get());
+  builder.RegisterService(impl->worker_service.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_input_bytes * 2, 4 << 20)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen));
+  }
+  spdlog::info("scheduler {} serving on port {} (schema v{})", o.replica_id, impl->port,
+               LatestSchemaVersion());
+  return std::unique_ptr<SchedulerServer>(new SchedulerServer(std::move(impl)));
+}
+
+void SchedulerServer::Shutdown(absl::Duration grace) {
+  Impl& i = *impl_;
+  if (i.shut_down) return;
+  i.shut_down = true;
+  spdlog::info("shutting down: draining workers (grace {})", absl::FormatDuration(grace));
+  i.worker_service->StopAccepting();
+  i.server->GetHealthCheckService()->Shutdown();
+  // Let workers finish what they run; their completions are written as they arrive.
+  for (const auto& s : i.dispatcher->Sessions()) s->SendDrain();
+  absl::Time deadline = absl::Now() + grace;
+  while (absl::Now() < deadline) {
+    int running = 0;
+    for (const auto& s : i.dispatcher->Sessions()) running += s->RunningCount();
+    if (running == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  // Stop claiming; attempts still running are requeued (written by the finisher below).
+  i.dispatcher->Stop();
+  i.server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  i.batcher->Stop();
+  i.finisher->Flush();
+  i.finisher->Stop();
+  i.housekeeping->FlushDeltas();
+  i.housekeeping->Stop();
+  spdlog::info("scheduler stopped");
+}
+
+void SchedulerServer::Wait() { impl_->server->Wait(); }
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,57 @@
+// SchedulerServer: one scheduler replica, wired — database pool, migrations, store, event
+// hub, dispatcher, batchers, housekeeping, and the gRPC server with JobService,
+// WorkerService, health and reflection. main.cc and in-process tests both use it.
+//
+//   SchedulerOptions o; o.listen = "127.0.0.1:0"; o.database_url = url;
+//   ASSIGN_OR_RETURN(auto server, SchedulerServer::Start(o));
+//   server->Shutdown(absl::Seconds(10));
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace aijobs::scheduler {
+
+struct SchedulerOptions {
+  std::string listen = "127.0.0.1:50051";
+  std::string database_url;
+  std::string replica_id;  // default: host-pid
+  int db_pool_size = 16;
+  int64_t max_input_bytes = 1 << 20;
+  absl::Duration lease = absl::Seconds(30);
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration poll_interval = absl::Seconds(1);
+  absl::Duration retry_base = absl::Seconds(1);
+  absl::Duration retry_max = absl::Seconds(60);
+  absl::Duration default_timeout = absl::Minutes(10);
+  absl::Duration retention = absl::Hours(24 * 7);
+  absl::Duration event_flush_interval = absl::Milliseconds(100);
+};
+
+class SchedulerServer {
+ public:
+  // Connects to the database (retrying for up to 30 s while it starts), applies
+  // migrations and starts serving.
+  static absl::StatusOr<std::unique_ptr<SchedulerServer>> Start(const SchedulerOptions& options);
+  ~SchedulerServer();
+
+  // The port actually bound (useful with port 0).
+  int port() const;
+  // Graceful stop: refuse new work, ask workers to drain and wait up to `grace` for their
+  // running attempts, requeue what is left, write everything buffered, close.
+  void Shutdown(absl::Duration grace);
+  void Wait();
+
+  struct Impl;
+
+ private:
+  explicit SchedulerServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,95 @@
+#include "scheduler/validation.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/uuid.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+bool IsValidTypeName(const std::string& t) {
+  if (t.empty() || t.size() > 64) return false;
+  for (char c : t) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
+  auto it = input.fields().find("messages");
+  if (it == input.fields().end() || !it->second.has_list_value()) {
+    return absl::InvalidArgumentError("input.messages must be a list of {role, content} messages");
+  }
+  const auto& messages = it->second.list_value().values();
+  if (messages.empty()) return absl::InvalidArgumentError("input.messages must not be empty");
+  for (int i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    if (!m.has_struct_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input.messages[", i, "] must be an object with role and content"));
+    }
+    auto content = m.struct_value().fields().find("content");
+    if (content == m.struct_value().fields().end() ||
+        content->second.kind_case() != google::protobuf::Value::kStringValue) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input.messages[", i, "].content must be a string"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLimits& limits,
+                            const std::function<bool(const std::string&)>& is_known_type) {
+  if (request.type().empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
+  if (!IsValidTypeName(request.type())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "type \"", request.type(), "\" is not a valid job type name (letters, digits, _ - .)"));
+  }
+  size_t input_bytes = request.input().ByteSizeLong();
+  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("input is ", input_bytes,
+                                                   " bytes, over the limit of ",
+                                                   limits.max_input_bytes, " bytes"));
+  }
+  if (request.max_attempts() < 0 || request.max_attempts() > limits.max_attempts_cap) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts must be between 1 and ",
+                                                   limits.max_attempts_cap, " (0 = default 3)"));
+  }
+  if (request.idempotency_key().size() > 256) {
+    return absl::InvalidArgumentError("idempotency_key must be at most 256 characters");
+  }
+  if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
+    return absl::InvalidArgumentError("timeout must not be negative");
+  }
+  if (request.type() == "chat") {
+    absl::Status s = ValidateChatInput(request.input());
+    if (!s.ok()) return s;
+  }
+  if (request.type() == "embed") {
+    auto it = request.input().fields().find("texts");
+    if (it == request.input().fields().end() || !it->second.has_list_value() ||
+        it->second.list_value().values().empty()) {
+      return absl::InvalidArgumentError("input.texts must be a non-empty list of strings");
+    }
+  }
+  if (!is_known_type(request.type())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown job type \"", request.type(),
+                     "\": no worker has registered it and it is not built in (chat, embed)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateJobId(const std::string& job_id) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id is required");
+  if (!IsUuid(job_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_id \"", job_id.substr(0, 64), "\" is not a UUID"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,27 @@
+// Input checks for JobService requests. Each returns INVALID_ARGUMENT with a message that
+// says what was wrong, or OK.
+//
+//   absl::Status s = ValidateSubmit(request, limits, [&](auto& t) { return types.IsKnown(t); });
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "aijobs/v1/job_service.pb.h"
+
+namespace aijobs::scheduler {
+
+struct SubmitLimits {
+  int64_t max_input_bytes = 1 << 20;
+  int32_t max_attempts_cap = 100;
+};
+
+absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLimits& limits,
+                            const std::function<bool(const std::string&)>& is_known_type);
+
+// Checks a job id is a UUID.
+absl::Status ValidateJobId(const std::string& job_id);
+
+}  // namespace aijobs::scheduler

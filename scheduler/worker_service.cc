@@ -1,0 +1,265 @@
+#include "scheduler/worker_service.h"
+
+#include <deque>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/time_util.h"
+#include "common/uuid.h"
+#include "scheduler/job_type_registry.h"
+#include "spdlog/spdlog.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+class WorkerStream;
+
+// The session handed to the Dispatcher; forwards sends to the stream while it lives.
+class StreamSession final : public WorkerSession {
+ public:
+  StreamSession(WorkerStream* stream, std::string id, std::string worker_id,
+                std::vector<std::string> types, int slots)
+      : WorkerSession(std::move(id), std::move(worker_id), std::move(types), slots),
+        stream_(stream) {}
+
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    stream_ = nullptr;
+  }
+  void SendCancel(const std::string& job_id, int32_t attempt, const std::string& reason) override;
+  void SendDrain() override;
+  void Abort(const std::string& reason) override;
+
+ protected:
+  void SendAssignments(std::vector<v1::Assignment> assignments) override;
+
+ private:
+  absl::Mutex mu_;
+  WorkerStream* stream_ ABSL_GUARDED_BY(mu_);
+};
+
+class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage> {
+ public:
+  WorkerStream(const WorkerServiceDeps& deps, grpc::CallbackServerContext* context)
+      : deps_(deps), context_(context) {
+    StartRead(&in_);
+  }
+
+  // Merges `fill`'s additions into the next message and writes it when no write is pending.
+  template <typename Fill>
+  void Send(Fill fill) {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    fill(&pending_);
+    has_pending_ = true;
+    MaybeWriteLocked();
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The worker closed its side (or the stream broke).
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    if (!Handle(in_)) return;
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write to worker failed"));
+      return;
+    }
+    if (finish_pending_) {
+      finish_pending_ = false;
+      Finish(finish_status_);
+      return;
+    }
+    MaybeWriteLocked();
+  }
+
+  void OnCancel() override { FinishOnce(grpc::Status::CANCELLED); }
+
+  void OnDone() override {
+    if (session_) {
+      session_->Detach();
+      deps_.dispatcher->RemoveSession(session_);
+      spdlog::info("worker {} disconnected (session {}, {} attempts to requeue)",
+                   session_->worker_id(), session_->id(), session_->RunningCount());
+    }
+    delete this;
+  }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || !has_pending_ || finished_) return;
+    out_.Clear();
+    out_.Swap(&pending_);
+    has_pending_ = false;
+    writing_ = true;
+    StartWrite(&out_);
+  }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    if (writing_) {
+      finish_pending_ = true;
+      finish_status_ = status;
+      return;
+    }
+    Finish(status);
+  }
+
+  // Returns false when the stream was finished.
+  bool Handle(const v1::WorkerMessage& msg) {
+    if (!session_) {
+      if (!msg.has_hello()) {
+        FinishOnce(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "the first message on a worker stream must carry hello"));
+        return false;
+      }
+      return Hello(msg.hello());
+    }
+    if (msg.has_heartbeat()) session_->Heartbeat();
+    if (msg.draining()) {
+      session_->SetDraining();
+      spdlog::info("worker {} is draining", session_->worker_id());
+    }
+    for (const auto& out : msg.outputs()) {
+      deps_.hub->AppendDelta(out.job_id(), out.attempt(), out.text());
+    }
+    bool freed = false;
+    for (const auto& c : msg.completions()) {
+      AttemptOutcome o;
+      o.job_id = c.job_id();
+      o.attempt = c.attempt();
+      o.kind = AttemptOutcome::Kind::kSucceeded;
+      o.result = c.result();
+      freed |= EndAttempt(std::move(o));
+    }
+    for (const auto& f : msg.failures()) {
+      AttemptOutcome o;
+      o.job_id = f.job_id();
+      o.attempt = f.attempt();
+      o.kind = f.retryable() ? AttemptOutcome::Kind::kRetryableFailure
+                             : AttemptOutcome::Kind::kFatalFailure;
+      o.error.set_code(f.code().empty() ? "WORKER_ERROR" : f.code());
+      o.error.set_message(f.message());
+      o.error.set_retryable(f.retryable());
+      if (f.retryable()) {
+        o.retry_delay = RetryDelay(f.attempt(), deps_.retry, FromProtoDuration(f.retry_after()),
+                                   bitgen_);
+      }
+      freed |= EndAttempt(std::move(o));
+    }
+    if (freed) deps_.dispatcher->Wake();
+    return true;
+  }
+
+  bool EndAttempt(AttemptOutcome o) {
+    if (!session_->EndAttempt(o.job_id, o.attempt)) return false;
+    EventHub::AttemptTail tail = deps_.hub->EndAttempt(o.job_id, o.attempt);
+    // Not found: the attempt was already ended here (cancelled); the slot is free again.
+    if (tail.found) {
+      o.last_seq = tail.last_seq;
+      deps_.finisher->Submit(std::move(o), std::move(tail.unflushed));
+    }
+    return true;
+  }
+
+  bool Hello(const v1::WorkerHello& hello) {
+    if (!accepting()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler is shutting down"));
+      return false;
+    }
+    if (hello.job_types().empty() || hello.slots() <= 0) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "hello must name at least one job type and a positive slots count"));
+      return false;
+    }
+    std::vector<std::string> types(hello.job_types().begin(), hello.job_types().end());
+    std::string worker_id = hello.worker_id().empty() ? context_->peer() : hello.worker_id();
+    session_ = std::make_shared<StreamSession>(this, NewUuid(), worker_id, types, hello.slots());
+    spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id,
+                 session_->id(), absl::StrJoin(types, ","), hello.slots());
+    JobTypeRegistry* registry = deps_.types;
+    deps_.executor->Run([registry, types] { registry->Register(types); });
+    Send([&](v1::SchedulerMessage* m) {
+      m->mutable_welcome()->set_scheduler_id(deps_.replica_id);
+      m->mutable_welcome()->set_session_id(session_->id());
+      *m->mutable_welcome()->mutable_heartbeat_interval() =
+          ToProtoDuration(deps_.heartbeat_interval);
+    });
+    deps_.dispatcher->AddSession(session_);
+    return true;
+  }
+
+  bool accepting() const { return deps_.accepting == nullptr || deps_.accepting->load(); }
+
+  WorkerServiceDeps deps_;
+  grpc::CallbackServerContext* context_;
+  v1::WorkerMessage in_;
+  std::shared_ptr<StreamSession> session_;  // set on hello; read-side only
+  absl::BitGen bitgen_;
+
+  absl::Mutex mu_;
+  v1::SchedulerMessage pending_ ABSL_GUARDED_BY(mu_);
+  v1::SchedulerMessage out_ ABSL_GUARDED_BY(mu_);
+  bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+void StreamSession::SendAssignments(std::vector<v1::Assignment> assignments) {
+  absl::MutexLock lock(&mu_);
+  if (stream_ == nullptr) return;  // the dispatcher requeues them with the lost session
+  stream_->Send([&](v1::SchedulerMessage* m) {
+    for (auto& a : assignments) *m->add_assignments() = std::move(a);
+  });
+}
+
+void StreamSession::SendCancel(const std::string& job_id, int32_t attempt,
+                               const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (stream_ == nullptr) return;
+  stream_->Send([&](v1::SchedulerMessage* m) {
+    v1::CancelJob* c = m->add_cancels();
+    c->set_job_id(job_id);
+    c->set_attempt(attempt);
+    c->set_reason(reason);
+  });
+}
+
+void StreamSession::SendDrain() {
+  SetDraining();
+  absl::MutexLock lock(&mu_);
+  if (stream_ == nullptr) return;
+  stream_->Send([](v1::SchedulerMessage* m) { m->set_drain(true); });
+}
+
+void StreamSession::Abort(const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (stream_ == nullptr) return;
+  stream_->FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, reason));
+}
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>* WorkerServiceImpl::Connect(
+    grpc::CallbackServerContext* context) {
+  return new WorkerStream(deps_, context);
+}
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,81 @@
+#include "scheduler/worker_session.h"
+
+#include "common/time_util.h"
+
+namespace aijobs::scheduler {
+
+int WorkerSession::FreeSlots() {
+  absl::MutexLock lock(&mu_);
+  if (draining_ || closed_) return 0;
+  return std::max(0, slots_ - static_cast<int>(running_.size()));
+}
+
+void WorkerSession::Assign(const std::vector<ClaimedJob>& jobs) {
+  std::vector<v1::Assignment> out;
+  out.reserve(jobs.size());
+  {
+    absl::MutexLock lock(&mu_);
+    for (const ClaimedJob& c : jobs) {
+      running_[c.job.id()] = c.job.attempt();
+      v1::Assignment& a = out.emplace_back();
+      a.set_job_id(c.job.id());
+      a.set_attempt(c.job.attempt());
+      a.set_max_attempts(c.job.max_attempts());
+      a.set_type(c.job.type());
+      *a.mutable_input() = c.job.input();
+      *a.mutable_deadline() = ToProtoTimestamp(c.deadline);
+    }
+  }
+  SendAssignments(std::move(out));
+}
+
+bool WorkerSession::EndAttempt(const std::string& job_id, int32_t attempt) {
+  absl::MutexLock lock(&mu_);
+  auto it = running_.find(job_id);
+  if (it == running_.end() || it->second != attempt) return false;
+  running_.erase(it);
+  return true;
+}
+
+int32_t WorkerSession::RunningAttempt(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = running_.find(job_id);
+  return it == running_.end() ? 0 : it->second;
+}
+
+std::vector<std::pair<std::string, int32_t>> WorkerSession::RunningAttempts() {
+  absl::MutexLock lock(&mu_);
+  return {running_.begin(), running_.end()};
+}
+
+int WorkerSession::RunningCount() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(running_.size());
+}
+
+void WorkerSession::SetDraining() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+void WorkerSession::MarkClosed() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+}
+
+bool WorkerSession::closed() {
+  absl::MutexLock lock(&mu_);
+  return closed_;
+}
+
+void WorkerSession::Heartbeat() {
+  absl::MutexLock lock(&mu_);
+  last_heartbeat_ = absl::Now();
+}
+
+absl::Time WorkerSession::last_heartbeat() {
+  absl::MutexLock lock(&mu_);
+  return last_heartbeat_;
+}
+
+}  // namespace aijobs::scheduler

@@ -1,0 +1,44 @@
+// The `chat` job type: input {model?, messages: [{role, content}], max_tokens?, temperature?,
+// <provider>?: {...}} -> streamed deltas -> result {text, model, usage: {prompt_tokens,
+// completion_tokens}}, where text is exactly the concatenation of the streamed deltas.
+//
+//   registry.Register("chat", [&provider](std::shared_ptr<JobContext> ctx) {
+//     return std::make_shared<ChatHandler>(std::move(ctx), &provider); });
+//   absl::StatusOr<ChatRequest> r = ParseChatInput(input, "sim");  // validation alone
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <google/protobuf/struct.pb.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "workers/job_handler.h"
+#include "workers/llm_provider.h"
+
+namespace aijobs::worker {
+
+// Builds a ChatRequest from a chat job's input; input.<provider_name> (an object) becomes
+// provider_options. INVALID_ARGUMENT says which field is wrong and what it must be.
+absl::StatusOr<ChatRequest> ParseChatInput(const google::protobuf::Struct& input,
+                                           const std::string& provider_name);
+
+class ChatHandler : public JobHandler {
+ public:
+  // `provider` must outlive the handler.
+  ChatHandler(std::shared_ptr<JobContext> context, LlmProvider* provider);
+
+  void Start() override;
+  void Cancel() override;
+
+ private:
+  const std::shared_ptr<JobContext> context_;
+  LlmProvider* const provider_;
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<LlmCall> call_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace aijobs::worker

@@ -1,0 +1,107 @@
+#include "workers/embed_handler.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace aijobs::worker {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+class EmbedResultSink : public EmbedSink {
+ public:
+  explicit EmbedResultSink(std::shared_ptr<JobContext> context) : context_(std::move(context)) {}
+
+  void OnDone(std::vector<std::vector<float>> vectors, const Usage& usage,
+              const std::string& model) override {
+    Struct result;
+    auto& f = *result.mutable_fields();
+    auto* list = f["vectors"].mutable_list_value();
+    for (const std::vector<float>& v : vectors) {
+      auto* row = list->add_values()->mutable_list_value();
+      for (float x : v) row->add_values()->set_number_value(x);
+    }
+    f["model"].set_string_value(model);
+    auto& u = *f["usage"].mutable_struct_value()->mutable_fields();
+    u["prompt_tokens"].set_number_value(usage.prompt_tokens);
+    context_->Succeed(std::move(result));
+  }
+
+  void OnError(const ProviderError& error) override {
+    context_->Fail(error.code, error.message, error.retryable, error.retry_after);
+  }
+
+ private:
+  const std::shared_ptr<JobContext> context_;
+};
+
+}  // namespace
+
+absl::StatusOr<EmbedRequest> ParseEmbedInput(const Struct& input,
+                                             const std::string& provider_name) {
+  EmbedRequest request;
+  const auto& fields = input.fields();
+  auto texts = fields.find("texts");
+  if (texts == fields.end() || texts->second.kind_case() != Value::kListValue ||
+      texts->second.list_value().values_size() == 0) {
+    return absl::InvalidArgumentError("input.texts must be a non-empty list of strings");
+  }
+  const auto& list = texts->second.list_value().values();
+  for (int i = 0; i < list.size(); ++i) {
+    if (list[i].kind_case() != Value::kStringValue) {
+      return absl::InvalidArgumentError(absl::StrCat("input.texts[", i, "] must be a string"));
+    }
+    request.texts.push_back(list[i].string_value());
+  }
+  if (auto it = fields.find("model"); it != fields.end() &&
+                                      it->second.kind_case() != Value::kNullValue) {
+    if (it->second.kind_case() != Value::kStringValue) {
+      return absl::InvalidArgumentError("input.model must be a string");
+    }
+    request.model = it->second.string_value();
+  }
+  if (auto it = fields.find(provider_name); it != fields.end()) {
+    if (it->second.kind_case() != Value::kStructValue) {
+      return absl::InvalidArgumentError(absl::StrCat("input.", provider_name, " must be an object"));
+    }
+    request.provider_options = it->second.struct_value();
+  }
+  return request;
+}
+
+EmbedHandler::EmbedHandler(std::shared_ptr<JobContext> context, LlmProvider* provider)
+    : context_(std::move(context)), provider_(provider) {}
+
+void EmbedHandler::Start() {
+  absl::StatusOr<EmbedRequest> request = ParseEmbedInput(context_->input(), provider_->name());
+  if (!request.ok()) {
+    context_->Fail("INVALID_INPUT", std::string(request.status().message()), false);
+    return;
+  }
+  request->attempt = context_->attempt();
+  request->deadline = context_->deadline();
+  std::unique_ptr<LlmCall> call =
+      provider_->StartEmbed(*request, std::make_shared<EmbedResultSink>(context_));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cancelled_) {
+      call_ = std::move(call);
+      return;
+    }
+  }
+  call->Cancel();
+}
+
+void EmbedHandler::Cancel() {
+  std::unique_ptr<LlmCall> call;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    call = std::move(call_);
+  }
+  if (call) call->Cancel();
+}
+
+}  // namespace aijobs::worker

@@ -1,0 +1,139 @@
+// aijobs-worker: connects to a scheduler and runs chat/embed jobs on the built-in sim
+// provider. Flag parsing and wiring only; the logic lives in the aijobs_worker library.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/logging.h"
+#include "spdlog/spdlog.h"
+#include "workers/builtin_handlers.h"
+#include "workers/job_handler.h"
+#include "workers/sim_provider.h"
+#include "workers/worker_connection.h"
+
+ABSL_FLAG(std::string, scheduler, "", "Scheduler address HOST:PORT (required)");
+ABSL_FLAG(std::string, worker_id, "", "Worker id; default hostname-pid");
+ABSL_FLAG(int, slots, 64, "How many jobs run at once");
+ABSL_FLAG(std::string, job_types, "chat,embed", "Comma-separated job types to accept");
+ABSL_FLAG(int, drain_timeout_ms, 30000, "How long a drain waits for running jobs");
+ABSL_FLAG(int, reconnect_max_ms, 5000, "Cap of the reconnect backoff");
+ABSL_FLAG(int, sim_ttft_ms, 150, "sim provider: time to first token");
+ABSL_FLAG(double, sim_tokens_per_s, 60, "sim provider: tokens per second (0 = no delay)");
+ABSL_FLAG(int, sim_tokens, 40, "sim provider: output length in tokens");
+ABSL_FLAG(double, sim_error_rate, 0, "sim provider: probability in [0,1] an attempt fails");
+
+namespace {
+
+std::string DefaultWorkerId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "worker", "-", getpid());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts so every thread inherits the mask
+  // and only the sigwait thread below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);  // internal: wakes the signal thread at exit
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage("Runs aijobs jobs for a scheduler: aijobs-worker --scheduler HOST:PORT");
+  absl::ParseCommandLine(argc, argv);
+  aijobs::InitLogging("aijobs-worker");
+
+  namespace w = aijobs::worker;
+  w::WorkerConnectionOptions options;
+  options.scheduler = absl::GetFlag(FLAGS_scheduler);
+  if (options.scheduler.empty()) {
+    spdlog::error("--scheduler HOST:PORT is required");
+    return 2;
+  }
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
+  options.slots = absl::GetFlag(FLAGS_slots);
+  options.drain_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_drain_timeout_ms));
+  options.reconnect_max = absl::Milliseconds(absl::GetFlag(FLAGS_reconnect_max_ms));
+  if (options.slots <= 0 || options.reconnect_max <= absl::ZeroDuration() ||
+      options.drain_timeout < absl::ZeroDuration()) {
+    spdlog::error("--slots and --reconnect_max_ms must be positive, --drain_timeout_ms >= 0");
+    return 2;
+  }
+  options.reconnect_initial = std::min(options.reconnect_initial, options.reconnect_max);
+
+  w::SimOptions sim_options;
+  sim_options.ttft = absl::Milliseconds(absl::GetFlag(FLAGS_sim_ttft_ms));
+  sim_options.tokens_per_s = absl::GetFlag(FLAGS_sim_tokens_per_s);
+  sim_options.tokens = absl::GetFlag(FLAGS_sim_tokens);
+  sim_options.error_rate = absl::GetFlag(FLAGS_sim_error_rate);
+  if (sim_options.ttft < absl::ZeroDuration() || sim_options.tokens_per_s < 0 ||
+      sim_options.tokens < 0 || sim_options.error_rate < 0 || sim_options.error_rate > 1) {
+    spdlog::error("--sim_* flags must be non-negative and --sim_error_rate within [0, 1]");
+    return 2;
+  }
+  w::SimProvider sim(sim_options);
+
+  w::HandlerRegistry registry;
+  w::RegisterBuiltinHandlers(&registry, &sim);
+  for (absl::string_view t :
+       absl::StrSplit(absl::GetFlag(FLAGS_job_types), ',', absl::SkipWhitespace())) {
+    std::string type(t.data(), t.size());
+    if (!registry.Has(type)) {
+      spdlog::error("--job_types: no handler for '{}' (known: {})", type,
+                    absl::StrJoin(registry.Types(), ","));
+      return 2;
+    }
+    options.job_types.push_back(type);
+  }
+  if (options.job_types.empty()) {
+    spdlog::error("--job_types must name at least one job type");
+    return 2;
+  }
+
+  w::WorkerConnection connection(options, &registry);
+  std::atomic<bool> exiting{false};
+  std::thread signal_thread([&] {
+    int received = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0 || exiting.load()) return;
+      if (sig == SIGUSR1) continue;
+      if (++received == 1) {
+        spdlog::info("signal {}: draining (send again to stop at once)", sig);
+        connection.RequestDrain();
+      } else {
+        spdlog::warn("signal {}: stopping now", sig);
+        connection.Shutdown();
+      }
+    }
+  });
+
+  spdlog::info("worker {} starting: scheduler {}, slots {}, job types {}", options.worker_id,
+               options.scheduler, options.slots, absl::StrJoin(options.job_types, ","));
+  absl::Status status = connection.Run();
+  exiting.store(true);
+  pthread_kill(signal_thread.native_handle(), SIGUSR1);
+  signal_thread.join();
+  if (!status.ok()) {
+    spdlog::error("worker stopped: {}", std::string(status.message()));
+    return 1;
+  }
+  return 0;
+}
