@@ -300,12 +300,15 @@ absl::StatusOr<google::protobuf::Struct> ParseInputJson(const std::string& text,
   google::protobuf::Struct input;
   auto status = google::protobuf::util::JsonStringToMessage(trimmed, &input);
   if (!status.ok()) {
-    // protobuf's message spans lines (it draws a caret under the input); keep one line.
-    std::vector<std::string> words =
-        absl::StrSplit(status.message().ToString(), absl::ByAnyChar(" \n\t"), absl::SkipEmpty());
-    if (!words.empty() && words.back() == "^") words.pop_back();
+    // protobuf's message is "problem\n<input excerpt>\n<caret>"; keep it on one line.
+    std::vector<std::string> lines =
+        absl::StrSplit(status.message().ToString(), '\n', absl::SkipWhitespace());
+    std::string problem = lines.empty() ? "malformed" : lines[0];
+    const std::string excerpt =
+        lines.size() > 1 ? std::string(absl::StripAsciiWhitespace(lines[1])) : "";
+    if (!excerpt.empty() && excerpt != "^") absl::StrAppend(&problem, " near '", excerpt, "'");
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid --input JSON from ", source, ": ", absl::StrJoin(words, " ")));
+        absl::StrCat("invalid --input JSON from ", source, ": ", problem));
   }
   return input;
 }

@@ -9,8 +9,9 @@
 namespace aijobs::scheduler {
 
 Housekeeping::Housekeeping(JobStore* store, EventHub* hub, Dispatcher* dispatcher,
-                           HousekeepingOptions options)
-    : store_(store), hub_(hub), dispatcher_(dispatcher), options_(std::move(options)) {
+                           AttemptFinisher* finisher, HousekeepingOptions options)
+    : store_(store), hub_(hub), dispatcher_(dispatcher), finisher_(finisher),
+      options_(std::move(options)) {
   threads_.emplace_back([this] { FlushLoop(); });
   threads_.emplace_back([this] { LeaseLoop(); });
   threads_.emplace_back([this] { RetentionLoop(); });
@@ -65,6 +66,27 @@ void Housekeeping::FlushLoop() {
   while (Sleep(options_.flush_interval)) FlushDeltas();
 }
 
+void Housekeeping::TimeOutOverdue(const std::shared_ptr<WorkerSession>& session) {
+  for (const auto& [job_id, attempt] :
+       session->OverdueAttempts(absl::Now() - options_.deadline_grace)) {
+    if (!session->EndAttempt(job_id, attempt)) continue;
+    EventHub::AttemptTail tail = hub_->EndAttempt(job_id, attempt);
+    session->SendCancel(job_id, attempt, "attempt deadline exceeded");
+    if (!tail.found) continue;
+    spdlog::warn("attempt {} of job {} on worker {} overran its deadline; failing it", attempt,
+                 job_id, session->worker_id());
+    AttemptOutcome o;
+    o.job_id = job_id;
+    o.attempt = attempt;
+    o.kind = AttemptOutcome::Kind::kRetryableFailure;
+    o.error.set_code("TIMEOUT");
+    o.error.set_message("the attempt did not finish before its deadline");
+    o.error.set_retryable(true);
+    o.last_seq = tail.last_seq;
+    finisher_->Submit(std::move(o), std::move(tail.unflushed));
+  }
+}
+
 void Housekeeping::LeaseLoop() {
   absl::Duration every = std::min(options_.lease / 3, options_.heartbeat_interval);
   while (Sleep(every)) {
@@ -78,6 +100,7 @@ void Housekeeping::LeaseLoop() {
         continue;
       }
       owners.push_back(s->id());
+      TimeOutOverdue(s);
     }
     absl::Status st = store_->ExtendLeases(owners, options_.lease);
     if (!st.ok()) spdlog::warn("extending leases failed: {}", st.ToString());

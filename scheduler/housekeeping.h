@@ -1,7 +1,8 @@
 // Background work of a scheduler replica, each on its own thread:
 //  - DeltaFlusher: writes buffered output deltas to job_events every flush interval.
 //  - LeaseKeeper: extends the leases of attempts on connected workers, drops workers whose
-//    heartbeats stopped, and requeues attempts whose lease expired (a dead replica's).
+//    heartbeats stopped, times out attempts a worker did not end by their deadline (plus a
+//    grace period), and requeues attempts whose lease expired (a dead replica's).
 //  - RetentionSweeper: deletes finished jobs older than the retention period, in batches.
 //  - Notifier: sends one NOTIFY aijobs_jobs per burst of inserts, never one per job.
 //  - WakeListener: LISTENs for other replicas' inserts (NOTIFY aijobs_jobs) and wakes the
@@ -19,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "scheduler/attempt_finisher.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/job_store.h"
@@ -31,12 +33,16 @@ struct HousekeepingOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration retention = absl::Hours(24 * 7);
   absl::Duration retention_interval = absl::Minutes(1);
+  // How long past its deadline an attempt may run before the scheduler fails it itself
+  // (the worker normally reports TIMEOUT at the deadline).
+  absl::Duration deadline_grace = absl::Seconds(5);
   std::string database_url;  // for the LISTEN connection
 };
 
 class Housekeeping {
  public:
-  Housekeeping(JobStore* store, EventHub* hub, Dispatcher* dispatcher, HousekeepingOptions options);
+  Housekeeping(JobStore* store, EventHub* hub, Dispatcher* dispatcher, AttemptFinisher* finisher,
+               HousekeepingOptions options);
   ~Housekeeping();
 
   // Asks for one NOTIFY to other replicas; calls within a few ms share one.
@@ -48,6 +54,7 @@ class Housekeeping {
  private:
   void FlushLoop();
   void LeaseLoop();
+  void TimeOutOverdue(const std::shared_ptr<WorkerSession>& session);
   void RetentionLoop();
   void ListenLoop();
   void NotifyLoop();
@@ -57,6 +64,7 @@ class Housekeeping {
   JobStore* store_;
   EventHub* hub_;
   Dispatcher* dispatcher_;
+  AttemptFinisher* finisher_;
   const HousekeepingOptions options_;
   absl::Mutex flush_mu_;  // one flush at a time
   absl::Notification stop_;

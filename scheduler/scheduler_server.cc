@@ -99,8 +99,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   hopts.heartbeat_interval = o.heartbeat_interval;
   hopts.retention = o.retention;
   hopts.database_url = o.database_url;
-  impl->housekeeping = std::make_unique<Housekeeping>(impl->store.get(), impl->hub.get(),
-                                                      impl->dispatcher.get(), hopts);
+  impl->housekeeping = std::make_unique<Housekeeping>(
+      impl->store.get(), impl->hub.get(), impl->dispatcher.get(), impl->finisher.get(), hopts);
   impl->batcher = std::make_unique<SubmitBatcher>(impl->store.get(), [raw] {
     raw->dispatcher->Wake();
     raw->housekeeping->RequestNotify();

@@ -16,7 +16,7 @@ void WorkerSession::Assign(const std::vector<ClaimedJob>& jobs) {
   {
     absl::MutexLock lock(&mu_);
     for (const ClaimedJob& c : jobs) {
-      running_[c.job.id()] = c.job.attempt();
+      running_[c.job.id()] = Running{c.job.attempt(), c.deadline};
       v1::Assignment& a = out.emplace_back();
       a.set_job_id(c.job.id());
       a.set_attempt(c.job.attempt());
@@ -32,7 +32,7 @@ void WorkerSession::Assign(const std::vector<ClaimedJob>& jobs) {
 bool WorkerSession::EndAttempt(const std::string& job_id, int32_t attempt) {
   absl::MutexLock lock(&mu_);
   auto it = running_.find(job_id);
-  if (it == running_.end() || it->second != attempt) return false;
+  if (it == running_.end() || it->second.attempt != attempt) return false;
   running_.erase(it);
   return true;
 }
@@ -40,12 +40,24 @@ bool WorkerSession::EndAttempt(const std::string& job_id, int32_t attempt) {
 int32_t WorkerSession::RunningAttempt(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = running_.find(job_id);
-  return it == running_.end() ? 0 : it->second;
+  return it == running_.end() ? 0 : it->second.attempt;
 }
 
 std::vector<std::pair<std::string, int32_t>> WorkerSession::RunningAttempts() {
   absl::MutexLock lock(&mu_);
-  return {running_.begin(), running_.end()};
+  std::vector<std::pair<std::string, int32_t>> out;
+  out.reserve(running_.size());
+  for (const auto& [id, r] : running_) out.emplace_back(id, r.attempt);
+  return out;
+}
+
+std::vector<std::pair<std::string, int32_t>> WorkerSession::OverdueAttempts(absl::Time cutoff) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, int32_t>> out;
+  for (const auto& [id, r] : running_) {
+    if (r.deadline < cutoff) out.emplace_back(id, r.attempt);
+  }
+  return out;
 }
 
 int WorkerSession::RunningCount() {

@@ -41,6 +41,8 @@ class WorkerSession {
   // The attempts running here, for requeue when the stream is lost.
   std::vector<std::pair<std::string, int32_t>> RunningAttempts();
   int RunningCount();
+  // Attempts whose deadline passed before `cutoff`: the worker did not end them in time.
+  std::vector<std::pair<std::string, int32_t>> OverdueAttempts(absl::Time cutoff);
 
   void SetDraining();
   void MarkClosed();
@@ -64,7 +66,11 @@ class WorkerSession {
   const std::vector<std::string> types_;
   const int slots_;
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, int32_t> running_ ABSL_GUARDED_BY(mu_);
+  struct Running {
+    int32_t attempt;
+    absl::Time deadline;
+  };
+  absl::flat_hash_map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Now();

@@ -1,0 +1,945 @@
+// PgJobStore against a real PostgreSQL (the shared private test server): every JobStore
+// contract the scheduler builds on — idempotent submit, tenant scoping, SKIP LOCKED claims,
+// attempt fencing, retries, cancel/redrive, the coalesced event log, leases, retention and
+// paging — plus concurrent schema migrations.
+#include "scheduler/pg_job_store.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/pg/connection.h"
+#include "common/pg/pool.h"
+#include "common/time_util.h"
+#include "common/uuid.h"
+#include "scheduler/migrations.h"
+#include "tests/fixtures/pg_server.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using Kind = AttemptOutcome::Kind;
+
+constexpr absl::Duration kLease = absl::Seconds(30);
+constexpr absl::Duration kDefaultTimeout = absl::Minutes(10);
+
+// A short, comparable description of an event, so sequences read as expectations.
+std::string Describe(const v1::JobEvent& e) {
+  switch (e.event_case()) {
+    case v1::JobEvent::kStateChange: {
+      const v1::StateChange& sc = e.state_change();
+      return absl::StrCat(e.seq(), " state ", v1::JobState_Name(sc.state()), " a", sc.attempt(),
+                          sc.discard_output() ? " discard" : "",
+                          sc.has_error() ? absl::StrCat(" err=", sc.error().code()) : "");
+    }
+    case v1::JobEvent::kOutputDelta:
+      return absl::StrCat(e.seq(), " delta a", e.output_delta().attempt(), " ",
+                          e.output_delta().text());
+    case v1::JobEvent::kFinalJob:
+      return absl::StrCat(e.seq(), " final ", v1::JobState_Name(e.final_job().state()), " a",
+                          e.final_job().attempt());
+    default:
+      return absl::StrCat(e.seq(), " empty");
+  }
+}
+
+std::vector<std::string> DescribeAll(const std::vector<v1::JobEvent>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) out.push_back(Describe(e));
+  return out;
+}
+
+std::vector<std::string> Ids(const std::vector<ClaimedJob>& claimed) {
+  std::vector<std::string> out;
+  for (const auto& c : claimed) out.push_back(c.job.id());
+  return out;
+}
+
+google::protobuf::Struct TextStruct(const std::string& key, const std::string& value) {
+  google::protobuf::Struct s;
+  (*s.mutable_fields())[key].set_string_value(value);
+  return s;
+}
+
+DeltaRow Deltas(const std::string& job_id, int32_t attempt, int64_t first_seq,
+                const std::vector<std::string>& texts) {
+  DeltaRow row;
+  row.job_id = job_id;
+  row.batch.set_attempt(attempt);
+  int64_t seq = first_seq;
+  for (const auto& t : texts) {
+    auto* p = row.batch.add_pieces();
+    p->set_seq(seq++);
+    p->set_text(t);
+    p->set_time_us(NowMicros());
+  }
+  return row;
+}
+
+class PgJobStoreTest : public aijobs::testing::PgTest {
+ protected:
+  void SetUp() override {
+    PgTest::SetUp();
+    if (HasFatalFailure()) return;
+    auto conn = pg::Connection::Open(conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    absl::Status migrated = ApplyMigrations(**conn);
+    ASSERT_TRUE(migrated.ok()) << migrated;
+    admin_ = std::move(*conn);
+    pool_ = std::make_unique<pg::Pool>(conninfo(), 8);
+    store_ = std::make_unique<PgJobStore>(pool_.get());
+  }
+
+  void TearDown() override {
+    store_.reset();
+    pool_.reset();
+    admin_.reset();
+  }
+
+  NewJob MakeJob(const std::string& type = "chat", int32_t priority = 0,
+                 int32_t max_attempts = 3, Caller caller = Caller{}) {
+    NewJob j;
+    j.id = NewUuid();
+    j.caller = std::move(caller);
+    j.type = type;
+    *j.spec.mutable_input() = TextStruct("prompt", "hello " + j.id);
+    (*j.spec.mutable_labels())["origin"] = "test";
+    j.priority = priority;
+    j.max_attempts = max_attempts;
+    return j;
+  }
+
+  // Inserts one job and returns it as stored.
+  v1::Job Submit(NewJob j) {
+    auto out = store_->InsertJobs({std::move(j)});
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok() || out->size() != 1) return v1::Job();
+    return (*out)[0].job;
+  }
+
+  // Claims exactly one job of `type` and returns it.
+  ClaimedJob ClaimOne(const std::string& type = "chat", absl::Duration lease = kLease,
+                      const std::string& owner = "session-1") {
+    auto claimed = store_->ClaimJobs({type}, 1, owner, lease, kDefaultTimeout);
+    EXPECT_TRUE(claimed.ok()) << claimed.status();
+    if (!claimed.ok() || claimed->size() != 1) {
+      ADD_FAILURE() << "expected to claim one " << type << " job";
+      return ClaimedJob();
+    }
+    return (*claimed)[0];
+  }
+
+  std::vector<v1::Job> Finish(const std::string& id, int32_t attempt, Kind kind,
+                              absl::Duration delay = absl::ZeroDuration(),
+                              int64_t last_seq = 0) {
+    AttemptOutcome o;
+    o.job_id = id;
+    o.attempt = attempt;
+    o.kind = kind;
+    if (kind == Kind::kSucceeded) {
+      o.result = TextStruct("text", "result of attempt " + std::to_string(attempt));
+    } else {
+      o.error.set_code(kind == Kind::kRetryableFailure ? "RATE_LIMITED" : "INVALID_INPUT");
+      o.error.set_message("attempt failed");
+      o.error.set_retryable(kind == Kind::kRetryableFailure);
+    }
+    o.retry_delay = delay;
+    o.last_seq = last_seq;
+    auto r = store_->FinishAttempts({o});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<v1::Job>{};
+  }
+
+  v1::Job Get(const std::string& id, const Caller& caller = Caller{}) {
+    auto job = store_->GetJob(caller, id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
+  }
+
+  std::vector<v1::JobEvent> Events(const std::string& id, int64_t after_seq = 0) {
+    auto page = store_->ReadEvents(Caller{}, id, after_seq, 1000);
+    EXPECT_TRUE(page.ok()) << page.status();
+    return page.ok() ? page->events : std::vector<v1::JobEvent>{};
+  }
+
+  int64_t QueryInt(const std::string& sql) {
+    auto r = admin_->Exec(sql);
+    EXPECT_TRUE(r.ok()) << r.status() << " in " << sql;
+    return r.ok() ? r->GetInt(0, 0) : -1;
+  }
+
+  std::unique_ptr<pg::Connection> admin_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<PgJobStore> store_;
+};
+
+// ---------------------------------------------------------------------------------------
+// InsertJobs / GetJob
+
+TEST_F(PgJobStoreTest, InsertJobsReturnsQueuedJobsWithFirstEvent) {
+  NewJob a = MakeJob("chat", 2, 5, Caller{"t1", "alice"});
+  a.timeout_ms = 1500;
+  NewJob b = MakeJob("embed");
+  absl::Time before = absl::Now() - absl::Seconds(5);
+  auto out = store_->InsertJobs({a, b});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);
+
+  const v1::Job& ja = (*out)[0].job;
+  EXPECT_FALSE((*out)[0].existing);
+  EXPECT_EQ(ja.id(), a.id);
+  EXPECT_EQ(ja.type(), "chat");
+  EXPECT_EQ(ja.state(), v1::QUEUED);
+  EXPECT_EQ(ja.attempt(), 0);
+  EXPECT_EQ(ja.max_attempts(), 5);
+  EXPECT_EQ(ja.priority(), 2);
+  EXPECT_EQ(ja.tenant_id(), "t1");
+  EXPECT_EQ(ja.owner(), "alice");
+  EXPECT_EQ(ja.last_seq(), 1);
+  EXPECT_EQ(ja.labels().at("origin"), "test");
+  EXPECT_EQ(ja.input().fields().at("prompt").string_value(), "hello " + a.id);
+  EXPECT_EQ(FromProtoDuration(ja.timeout()), absl::Milliseconds(1500));
+  EXPECT_GT(FromProtoTimestamp(ja.created_at()), before);
+  EXPECT_LT(FromProtoTimestamp(ja.created_at()), absl::Now() + absl::Seconds(5));
+  EXPECT_EQ((*out)[1].job.id(), b.id);
+  EXPECT_EQ((*out)[1].job.type(), "embed");
+  EXPECT_EQ((*out)[1].job.tenant_id(), "default");
+
+  // What InsertJobs answered is exactly what is stored.
+  auto stored = store_->GetJob(Caller{"t1", "bob"}, a.id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*stored, ja))
+      << "stored:\n" << stored->DebugString() << "returned:\n" << ja.DebugString();
+
+  auto page = store_->ReadEvents(Caller{"t1", "alice"}, a.id, 0, 100);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(DescribeAll(page->events), ElementsAre("1 state QUEUED a0"));
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(page->job.id(), a.id);
+}
+
+TEST_F(PgJobStoreTest, IdempotencyKeyReturnsExistingJobAcrossCalls) {
+  NewJob first = MakeJob();
+  first.idempotency_key = "order-42";
+  v1::Job created = Submit(first);
+
+  NewJob again = MakeJob();
+  again.idempotency_key = "order-42";
+  auto out = store_->InsertJobs({again});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_TRUE((*out)[0].existing);
+  EXPECT_EQ((*out)[0].job.id(), created.id());
+  EXPECT_EQ((*out)[0].job.idempotency_key(), "order-42");
+  EXPECT_EQ((*out)[0].job.input().fields().at("prompt").string_value(), "hello " + first.id);
+  EXPECT_EQ(store_->GetJob(Caller{}, again.id).status().code(), absl::StatusCode::kNotFound);
+
+  // The same key in another tenant is a different job.
+  NewJob other = MakeJob("chat", 0, 3, Caller{"other-tenant", "x"});
+  other.idempotency_key = "order-42";
+  auto out2 = store_->InsertJobs({other});
+  ASSERT_TRUE(out2.ok()) << out2.status();
+  EXPECT_FALSE((*out2)[0].existing);
+  EXPECT_EQ((*out2)[0].job.id(), other.id);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 2);
+}
+
+TEST_F(PgJobStoreTest, IdempotencyKeyTwiceInOneBatchCreatesOneJob) {
+  NewJob a = MakeJob();
+  a.idempotency_key = "dup";
+  NewJob plain = MakeJob();
+  NewJob b = MakeJob();
+  b.idempotency_key = "dup";
+  NewJob c = MakeJob("chat", 0, 3, Caller{"t2", "y"});
+  c.idempotency_key = "dup";
+  auto out = store_->InsertJobs({a, plain, b, c});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 4u);
+  EXPECT_FALSE((*out)[0].existing);
+  EXPECT_EQ((*out)[0].job.id(), a.id);
+  EXPECT_FALSE((*out)[1].existing);
+  EXPECT_EQ((*out)[1].job.id(), plain.id);
+  EXPECT_TRUE((*out)[2].existing);
+  EXPECT_EQ((*out)[2].job.id(), a.id);
+  EXPECT_FALSE((*out)[3].existing);
+  EXPECT_EQ((*out)[3].job.id(), c.id);
+  EXPECT_EQ((*out)[3].job.tenant_id(), "t2");
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 3);
+  EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '", a.id, "'")),
+            1);
+}
+
+TEST_F(PgJobStoreTest, OtherTenantsJobIsNotFound) {
+  v1::Job job = Submit(MakeJob("chat", 0, 3, Caller{"acme", "alice"}));
+  Caller intruder{"evil", "mallory"};
+
+  EXPECT_EQ(store_->GetJob(Caller{}, NewUuid()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetJob(intruder, job.id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ReadEvents(intruder, job.id(), 0, 10).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->CancelJob(intruder, job.id(), "", 0).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->RetryJob(intruder, job.id()).status().code(), absl::StatusCode::kNotFound);
+  ListQuery q;
+  q.caller = intruder;
+  auto page = store_->ListJobs(q);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(page->jobs, IsEmpty());
+  // The intruder's cancel changed nothing.
+  EXPECT_EQ(Get(job.id(), Caller{"acme", "bob"}).state(), v1::QUEUED);
+}
+
+// ---------------------------------------------------------------------------------------
+// ClaimJobs
+
+TEST_F(PgJobStoreTest, ClaimOrdersByPriorityThenAgeAndRespectsTypeAndLimit) {
+  // Separate inserts so every job has its own created_at / run_after.
+  v1::Job low1 = Submit(MakeJob("chat", 0));
+  v1::Job high1 = Submit(MakeJob("chat", 5));
+  v1::Job low2 = Submit(MakeJob("chat", 0));
+  v1::Job embed = Submit(MakeJob("embed", 9));
+  v1::Job high2 = Submit(MakeJob("chat", 5));
+
+  absl::Time before = absl::Now();
+  auto claimed = store_->ClaimJobs({"chat"}, 3, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_THAT(Ids(*claimed), ElementsAre(high1.id(), high2.id(), low1.id()));
+  for (const ClaimedJob& c : *claimed) {
+    EXPECT_EQ(c.job.state(), v1::RUNNING);
+    EXPECT_EQ(c.job.attempt(), 1);
+    EXPECT_EQ(c.job.last_seq(), 2);
+    EXPECT_TRUE(c.job.has_started_at());
+    EXPECT_GE(c.deadline, before + kDefaultTimeout);
+    EXPECT_LE(c.deadline, absl::Now() + kDefaultTimeout);
+    EXPECT_THAT(DescribeAll(Events(c.job.id())),
+                ElementsAre("1 state QUEUED a0", "2 state RUNNING a1"));
+    v1::Job stored = Get(c.job.id());
+    EXPECT_EQ(stored.state(), v1::RUNNING);
+    EXPECT_EQ(stored.attempt(), 1);
+  }
+
+  auto rest = store_->ClaimJobs({"chat"}, 10, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_THAT(Ids(*rest), ElementsAre(low2.id()));
+  EXPECT_EQ(Get(embed.id()).state(), v1::QUEUED);
+
+  auto embeds = store_->ClaimJobs({"embed", "chat"}, 10, "session-2", kLease, kDefaultTimeout);
+  ASSERT_TRUE(embeds.ok()) << embeds.status();
+  EXPECT_THAT(Ids(*embeds), ElementsAre(embed.id()));
+
+  auto none = store_->ClaimJobs({"chat", "embed"}, 10, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(*none, IsEmpty());
+}
+
+TEST_F(PgJobStoreTest, ClaimDeadlineUsesJobTimeout) {
+  NewJob j = MakeJob();
+  j.timeout_ms = 2000;
+  Submit(j);
+  absl::Time before = absl::Now();
+  ClaimedJob c = ClaimOne();
+  EXPECT_GE(c.deadline, before + absl::Seconds(2));
+  EXPECT_LE(c.deadline, absl::Now() + absl::Seconds(2));
+}
+
+TEST_F(PgJobStoreTest, ConcurrentClaimsNeverHandOutAJobTwice) {
+  constexpr int kJobs = 500;
+  std::vector<NewJob> batch;
+  std::set<std::string> all;
+  for (int i = 0; i < kJobs; ++i) {
+    batch.push_back(MakeJob("chat", i % 3));
+    all.insert(batch.back().id);
+  }
+  auto inserted = store_->InsertJobs(batch);
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+
+  absl::Mutex mu;
+  std::vector<std::string> claimed_ids;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // Its own pool: each claimer surely runs on its own connection.
+      pg::Pool pool(conninfo(), 1);
+      PgJobStore store(&pool);
+      while (true) {
+        auto c = store.ClaimJobs({"chat"}, 25, absl::StrCat("session-", t), kLease,
+                                 kDefaultTimeout);
+        absl::MutexLock lock(&mu);
+        if (!c.ok()) {
+          errors.push_back(c.status().ToString());
+          return;
+        }
+        if (c->empty()) return;
+        for (const auto& job : *c) {
+          claimed_ids.push_back(job.job.id());
+          if (job.job.attempt() != 1) errors.push_back("attempt != 1 for " + job.job.id());
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_THAT(errors, IsEmpty());
+  std::set<std::string> unique(claimed_ids.begin(), claimed_ids.end());
+  EXPECT_EQ(claimed_ids.size(), unique.size()) << "a job was claimed twice";
+  EXPECT_EQ(unique, all);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs WHERE state = 2 AND attempt = 1"), kJobs);
+}
+
+// ---------------------------------------------------------------------------------------
+// FinishAttempts
+
+TEST_F(PgJobStoreTest, StaleAttemptIsFenced) {
+  v1::Job job = Submit(MakeJob());
+  ClaimedJob first = ClaimOne();
+  ASSERT_EQ(first.job.attempt(), 1);
+  ASSERT_EQ(Finish(job.id(), 1, Kind::kRetryableFailure).size(), 1u);
+  ClaimedJob second = ClaimOne();
+  ASSERT_EQ(second.job.attempt(), 2);
+
+  // A zombie worker of attempt 1 reports success: nothing changes.
+  EXPECT_THAT(Finish(job.id(), 1, Kind::kSucceeded), IsEmpty());
+  EXPECT_THAT(Finish(job.id(), 1, Kind::kFatalFailure), IsEmpty());
+  v1::Job now = Get(job.id());
+  EXPECT_EQ(now.state(), v1::RUNNING);
+  EXPECT_EQ(now.attempt(), 2);
+  EXPECT_FALSE(now.has_result());
+  EXPECT_EQ(now.last_seq(), second.job.last_seq());
+
+  // The current attempt is accepted once; a repeat of it changes nothing either.
+  auto done = Finish(job.id(), 2, Kind::kSucceeded);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].state(), v1::SUCCEEDED);
+  EXPECT_THAT(Finish(job.id(), 2, Kind::kFatalFailure), IsEmpty());
+  EXPECT_EQ(Get(job.id()).state(), v1::SUCCEEDED);
+}
+
+TEST_F(PgJobStoreTest, RetryableFailureRequeuesAfterDelay) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  absl::Time before = absl::Now();
+  auto changed = Finish(job.id(), 1, Kind::kRetryableFailure, absl::Hours(1));
+  ASSERT_EQ(changed.size(), 1u);
+  const v1::Job& q = changed[0];
+  EXPECT_EQ(q.state(), v1::QUEUED);
+  EXPECT_EQ(q.attempt(), 1);
+  EXPECT_EQ(q.error().code(), "RATE_LIMITED");
+  EXPECT_TRUE(q.error().retryable());
+  EXPECT_FALSE(q.has_finished_at());
+  EXPECT_GT(FromProtoTimestamp(q.run_after()), before + absl::Minutes(59));
+  EXPECT_EQ(q.last_seq(), 3);
+
+  // Not claimable before run_after.
+  auto none = store_->ClaimJobs({"chat"}, 10, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(*none, IsEmpty());
+  EXPECT_THAT(DescribeAll(Events(job.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                          "3 state QUEUED a1 err=RATE_LIMITED"));
+}
+
+TEST_F(PgJobStoreTest, RetryableFailureFailsWhenAttemptsAreUsedUp) {
+  v1::Job job = Submit(MakeJob("chat", 0, /*max_attempts=*/2));
+  ASSERT_EQ(ClaimOne().job.attempt(), 1);
+  auto r1 = Finish(job.id(), 1, Kind::kRetryableFailure);
+  ASSERT_EQ(r1.size(), 1u);
+  EXPECT_EQ(r1[0].state(), v1::QUEUED);
+
+  ClaimedJob second = ClaimOne();
+  ASSERT_EQ(second.job.attempt(), 2);
+  auto r2 = Finish(job.id(), 2, Kind::kRetryableFailure);
+  ASSERT_EQ(r2.size(), 1u);
+  EXPECT_EQ(r2[0].state(), v1::FAILED);
+  EXPECT_EQ(r2[0].attempt(), 2);
+  EXPECT_EQ(r2[0].error().code(), "RATE_LIMITED");
+  EXPECT_TRUE(r2[0].has_finished_at());
+
+  auto events = Events(job.id());
+  EXPECT_THAT(DescribeAll(events),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                          "3 state QUEUED a1 err=RATE_LIMITED", "4 state RUNNING a2 discard",
+                          "5 final FAILED a2"));
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(events[4].final_job().error().code(), "RATE_LIMITED");
+  EXPECT_EQ(events[4].final_job().id(), job.id());
+}
+
+TEST_F(PgJobStoreTest, FatalFailureFailsAtOnce) {
+  v1::Job job = Submit(MakeJob("chat", 0, 5));
+  ClaimOne();
+  auto r = Finish(job.id(), 1, Kind::kFatalFailure, absl::ZeroDuration(), /*last_seq=*/7);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].state(), v1::FAILED);
+  EXPECT_EQ(r[0].attempt(), 1);
+  EXPECT_EQ(r[0].error().code(), "INVALID_INPUT");
+  EXPECT_FALSE(r[0].error().retryable());
+  EXPECT_EQ(r[0].last_seq(), 8);
+  auto none = store_->ClaimJobs({"chat"}, 10, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(none.ok());
+  EXPECT_THAT(*none, IsEmpty());
+}
+
+TEST_F(PgJobStoreTest, SuccessStoresResultAndFinalEvent) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  // The replica streamed deltas with seqs 3..5: the final event comes after them.
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"Hel", "lo", "!"})}).ok());
+  auto r = Finish(job.id(), 1, Kind::kSucceeded, absl::ZeroDuration(), /*last_seq=*/5);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].state(), v1::SUCCEEDED);
+  EXPECT_EQ(r[0].last_seq(), 6);
+  EXPECT_EQ(r[0].result().fields().at("text").string_value(), "result of attempt 1");
+  EXPECT_FALSE(r[0].has_error());
+  EXPECT_TRUE(r[0].has_finished_at());
+
+  v1::Job stored = Get(job.id());
+  EXPECT_EQ(stored.state(), v1::SUCCEEDED);
+  EXPECT_EQ(stored.result().fields().at("text").string_value(), "result of attempt 1");
+
+  auto page = store_->ReadEvents(Caller{}, job.id(), 0, 100);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(DescribeAll(page->events),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 Hel",
+                          "4 delta a1 lo", "5 delta a1 !", "6 final SUCCEEDED a1"));
+  const v1::Job& final_job = page->events.back().final_job();
+  EXPECT_EQ(final_job.result().fields().at("text").string_value(), "result of attempt 1");
+  EXPECT_EQ(final_job.last_seq(), 6);
+  EXPECT_FALSE(final_job.has_error());
+  EXPECT_EQ(page->job.state(), v1::SUCCEEDED);
+}
+
+// ---------------------------------------------------------------------------------------
+// CancelJob / RetryJob
+
+TEST_F(PgJobStoreTest, CancelQueuedAndRunningJobs) {
+  v1::Job queued = Submit(MakeJob("embed"));
+  auto c1 = store_->CancelJob(Caller{}, queued.id(), "", 0);
+  ASSERT_TRUE(c1.ok()) << c1.status();
+  EXPECT_EQ(c1->state(), v1::CANCELLED);
+  EXPECT_EQ(c1->error().code(), "CANCELLED");
+  EXPECT_FALSE(c1->error().message().empty());
+  EXPECT_TRUE(c1->has_finished_at());
+  EXPECT_THAT(DescribeAll(Events(queued.id())),
+              ElementsAre("1 state QUEUED a0", "2 final CANCELLED a0"));
+  auto none = store_->ClaimJobs({"embed"}, 10, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(none.ok());
+  EXPECT_THAT(*none, IsEmpty());
+
+  v1::Job running = Submit(MakeJob());
+  ClaimOne();
+  // The replica running it already used seqs up to 9 for deltas.
+  auto c2 = store_->CancelJob(Caller{}, running.id(), "user gave up", 9);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  EXPECT_EQ(c2->state(), v1::CANCELLED);
+  EXPECT_EQ(c2->error().message(), "user gave up");
+  EXPECT_EQ(c2->last_seq(), 10);
+  // The worker's late completion of the cancelled attempt is fenced.
+  EXPECT_THAT(Finish(running.id(), 1, Kind::kSucceeded), IsEmpty());
+  EXPECT_EQ(Get(running.id()).state(), v1::CANCELLED);
+  EXPECT_FALSE(Get(running.id()).has_result());
+}
+
+TEST_F(PgJobStoreTest, CancelFinishedJobIsFailedPrecondition) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_EQ(Finish(job.id(), 1, Kind::kSucceeded).size(), 1u);
+  auto r = store_->CancelJob(Caller{}, job.id(), "", 0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_EQ(Get(job.id()).state(), v1::SUCCEEDED);
+  // Cancelling twice: the second one also finds nothing to cancel.
+  v1::Job other = Submit(MakeJob());
+  ASSERT_TRUE(store_->CancelJob(Caller{}, other.id(), "", 0).ok());
+  EXPECT_EQ(store_->CancelJob(Caller{}, other.id(), "", 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->CancelJob(Caller{}, NewUuid(), "", 0).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(PgJobStoreTest, RetryJobRequeuesFailedJobWithGrowingAttempts) {
+  v1::Job job = Submit(MakeJob("chat", 0, /*max_attempts=*/1));
+  ClaimOne();
+  ASSERT_EQ(Finish(job.id(), 1, Kind::kRetryableFailure).at(0).state(), v1::FAILED);
+
+  auto retried = store_->RetryJob(Caller{}, job.id());
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->state(), v1::QUEUED);
+  EXPECT_EQ(retried->attempt(), 1);
+  EXPECT_EQ(retried->max_attempts(), 2);
+  EXPECT_FALSE(retried->has_error());
+  EXPECT_FALSE(retried->has_finished_at());
+
+  // RetryJob on a QUEUED job has nothing to redrive.
+  EXPECT_EQ(store_->RetryJob(Caller{}, job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  ClaimedJob again = ClaimOne();
+  EXPECT_EQ(again.job.attempt(), 2);  // the fencing token keeps growing
+  EXPECT_EQ(store_->RetryJob(Caller{}, job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto done = Finish(job.id(), 2, Kind::kSucceeded);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].state(), v1::SUCCEEDED);
+  EXPECT_EQ(store_->RetryJob(Caller{}, job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(DescribeAll(Events(job.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 final FAILED a1",
+                          "4 state QUEUED a1", "5 state RUNNING a2 discard",
+                          "6 final SUCCEEDED a2"));
+}
+
+TEST_F(PgJobStoreTest, RetryJobRedrivesCancelledJob) {
+  v1::Job job = Submit(MakeJob("chat", 0, 3));
+  ASSERT_TRUE(store_->CancelJob(Caller{}, job.id(), "", 0).ok());
+  auto retried = store_->RetryJob(Caller{}, job.id());
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->state(), v1::QUEUED);
+  EXPECT_EQ(ClaimOne().job.attempt(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// AppendDeltas / ReadEvents
+
+TEST_F(PgJobStoreTest, DeltaRowsExpandInOrderAndResumeInsideARow) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a", "b", "c"})}).ok());
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 6, {"d", "e"})}).ok());
+  EXPECT_EQ(Get(job.id()).last_seq(), 7);
+
+  EXPECT_THAT(DescribeAll(Events(job.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 a",
+                          "4 delta a1 b", "5 delta a1 c", "6 delta a1 d", "7 delta a1 e"));
+  // Resume from the middle of the first row: exactly the later pieces.
+  EXPECT_THAT(DescribeAll(Events(job.id(), 4)),
+              ElementsAre("5 delta a1 c", "6 delta a1 d", "7 delta a1 e"));
+  EXPECT_THAT(DescribeAll(Events(job.id(), 5)), ElementsAre("6 delta a1 d", "7 delta a1 e"));
+  EXPECT_THAT(Events(job.id(), 7), IsEmpty());
+
+  // Each delta keeps the time it was streamed with.
+  auto events = Events(job.id(), 2);
+  ASSERT_FALSE(events.empty());
+  EXPECT_GT(TimestampToMicros(events[0].time()), NowMicros() - 60'000'000);
+}
+
+TEST_F(PgJobStoreTest, DuplicatePiecesInTwoRowsAreEmittedOnce) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  // The flusher wrote 3..5, then the attempt's end wrote its in-flight pieces again with 6.
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a", "b", "c"})}).ok());
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 4, {"b", "c", "d"})}).ok());
+  // And the very same row twice (a retried write) is harmless.
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 4, {"b", "c", "d"})}).ok());
+  EXPECT_THAT(DescribeAll(Events(job.id(), 2)),
+              ElementsAre("3 delta a1 a", "4 delta a1 b", "5 delta a1 c", "6 delta a1 d"));
+  EXPECT_THAT(DescribeAll(Events(job.id(), 3)),
+              ElementsAre("4 delta a1 b", "5 delta a1 c", "6 delta a1 d"));
+  EXPECT_EQ(Get(job.id()).last_seq(), 6);
+}
+
+TEST_F(PgJobStoreTest, DeltasOfSupersededAttemptAreDropped) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_EQ(Finish(job.id(), 1, Kind::kRetryableFailure).size(), 1u);  // seq 3
+  ClaimedJob second = ClaimOne();                                        // seq 4
+  ASSERT_EQ(second.job.attempt(), 2);
+  // A zombie of attempt 1 and the live attempt 2 flush in one call.
+  ASSERT_TRUE(store_
+                  ->AppendDeltas({Deltas(job.id(), 1, 20, {"old", "stuff"}),
+                                  Deltas(job.id(), 2, 5, {"new"})})
+                  .ok());
+  EXPECT_THAT(DescribeAll(Events(job.id(), 3)),
+              ElementsAre("4 state RUNNING a2 discard", "5 delta a2 new"));
+  EXPECT_EQ(Get(job.id()).last_seq(), 5);
+}
+
+TEST_F(PgJobStoreTest, ReadEventsPagesByStoredRows) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a", "b"})}).ok());
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 5, {"c"})}).ok());
+  auto page = store_->ReadEvents(Caller{}, job.id(), 0, 2);  // QUEUED row + RUNNING row
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_TRUE(page->more);
+  EXPECT_THAT(DescribeAll(page->events), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1"));
+  page = store_->ReadEvents(Caller{}, job.id(), 2, 2);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(DescribeAll(page->events), ElementsAre("3 delta a1 a", "4 delta a1 b", "5 delta a1 c"));
+  page = store_->ReadEvents(Caller{}, job.id(), 5, 2);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_FALSE(page->more);
+  EXPECT_THAT(page->events, IsEmpty());
+}
+
+// BUG: AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt = u_attempt),
+// not on the job still RUNNING. When a job is cancelled by another replica (its CancelJob
+// only knows the stored last_seq), the replica that runs the attempt later flushes deltas
+// it had buffered; they are stored after the final_job event and raise last_seq past it, so
+// ReadEvents returns output after the "always the last event" final_job. Every legitimate
+// AppendDeltas (flusher, AttemptFinisher, local CancelJob) happens while the job is RUNNING,
+// so the fix is `AND j.state = 2` in the join of pg_job_store.cc AppendDeltas.
+TEST_F(PgJobStoreTest, DeltasAfterTheFinalEventAreDropped) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a"})}).ok());
+  auto cancelled = store_->CancelJob(Caller{}, job.id(), "", /*last_seq=*/0);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  ASSERT_EQ(cancelled->last_seq(), 4);
+  // The running replica's flusher had pieces 4..6 buffered.
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 4, {"b", "c", "d"})}).ok());
+  auto events = Events(job.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(Describe(events.back()), "4 final CANCELLED a1")
+      << "events: " << ::testing::PrintToString(DescribeAll(events));
+  EXPECT_EQ(Get(job.id()).last_seq(), 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases
+
+TEST_F(PgJobStoreTest, ExpiredLeaseIsRequeuedThenFailedWhenAttemptsAreUsedUp) {
+  v1::Job held = Submit(MakeJob("embed"));
+  ClaimOne("embed", absl::Minutes(5), "healthy-session");
+  v1::Job job = Submit(MakeJob("chat", 0, /*max_attempts=*/2));
+  ClaimOne("chat", absl::Milliseconds(1), "dead-session");
+
+  // Poll the reaper until the 1 ms lease has expired on the server's clock.
+  auto reap = [&]() -> std::vector<v1::Job> {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline) {
+      auto r = store_->RequeueExpiredLeases(100);
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (!r.ok() || !r->empty()) return r.ok() ? *r : std::vector<v1::Job>{};
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return {};
+  };
+  std::vector<v1::Job> first = reap();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].id(), job.id());
+  EXPECT_EQ(first[0].state(), v1::QUEUED);
+  EXPECT_EQ(first[0].error().code(), "LEASE_EXPIRED");
+  EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
+
+  ClaimedJob again = ClaimOne("chat", absl::Milliseconds(1), "dead-session");
+  EXPECT_EQ(again.job.attempt(), 2);
+  std::vector<v1::Job> second = reap();
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].state(), v1::FAILED);
+  EXPECT_EQ(second[0].error().code(), "LEASE_EXPIRED");
+  EXPECT_TRUE(second[0].has_finished_at());
+  EXPECT_THAT(DescribeAll(Events(job.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                          "3 state QUEUED a1 err=LEASE_EXPIRED", "4 state RUNNING a2 discard",
+                          "5 final FAILED a2"));
+  EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
+}
+
+TEST_F(PgJobStoreTest, ExtendLeasesKeepsJobsOfLiveSessions) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne("chat", absl::Milliseconds(1), "session-a");
+  ASSERT_TRUE(store_->ExtendLeases({"session-b", "session-a"}, absl::Minutes(5)).ok());
+  auto r = store_->RequeueExpiredLeases(100);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(*r, IsEmpty());
+  EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
+  EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM jobs WHERE lease_expires_at > now() + "
+                                  "interval '4 minutes' AND id = '",
+                                  job.id(), "'")),
+            1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention
+
+TEST_F(PgJobStoreTest, DeleteFinishedBeforeDeletesOnlyOldFinishedJobs) {
+  v1::Job succeeded = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_EQ(Finish(succeeded.id(), 1, Kind::kSucceeded).size(), 1u);
+  v1::Job failed = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(failed.id(), 1, 3, {"x"})}).ok());
+  ASSERT_EQ(Finish(failed.id(), 1, Kind::kFatalFailure).size(), 1u);
+  v1::Job cancelled = Submit(MakeJob());
+  ASSERT_TRUE(store_->CancelJob(Caller{}, cancelled.id(), "", 0).ok());
+  v1::Job running = Submit(MakeJob());
+  ClaimOne();
+  v1::Job queued = Submit(MakeJob());
+
+  auto none = store_->DeleteFinishedBefore(absl::Now() - absl::Hours(1), 100);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+
+  absl::Time cutoff = absl::Now() + absl::Minutes(1);
+  auto n = store_->DeleteFinishedBefore(cutoff, 2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);
+  n = store_->DeleteFinishedBefore(cutoff, 2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1);
+  n = store_->DeleteFinishedBefore(cutoff, 2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 0);
+
+  for (const v1::Job* gone : {&succeeded, &failed, &cancelled}) {
+    EXPECT_EQ(store_->GetJob(Caller{}, gone->id()).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '",
+                                    gone->id(), "'")),
+              0);
+  }
+  EXPECT_EQ(Get(running.id()).state(), v1::RUNNING);
+  EXPECT_EQ(Get(queued.id()).state(), v1::QUEUED);
+  EXPECT_THAT(DescribeAll(Events(running.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1"));
+  EXPECT_THAT(DescribeAll(Events(queued.id())), ElementsAre("1 state QUEUED a0"));
+}
+
+// ---------------------------------------------------------------------------------------
+// ListJobs
+
+TEST_F(PgJobStoreTest, ListJobsFiltersByStateAndType) {
+  v1::Job c1 = Submit(MakeJob("chat"));
+  v1::Job e1 = Submit(MakeJob("embed"));
+  v1::Job c2 = Submit(MakeJob("chat"));
+  Submit(MakeJob("chat", 0, 3, Caller{"elsewhere", "x"}));
+  auto claimed = store_->ClaimJobs({"chat"}, 1, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_THAT(Ids(*claimed), ElementsAre(c1.id()));
+
+  auto list = [&](v1::JobState state, const std::string& type) {
+    ListQuery q;
+    q.state = state;
+    q.type = type;
+    auto page = store_->ListJobs(q);
+    EXPECT_TRUE(page.ok()) << page.status();
+    std::vector<std::string> ids;
+    if (page.ok()) {
+      for (const auto& j : page->jobs) ids.push_back(j.id());
+      EXPECT_EQ(page->next_page_token, "");
+    }
+    return ids;
+  };
+  // Newest first.
+  EXPECT_THAT(list(v1::JOB_STATE_UNSPECIFIED, ""), ElementsAre(c2.id(), e1.id(), c1.id()));
+  EXPECT_THAT(list(v1::QUEUED, ""), ElementsAre(c2.id(), e1.id()));
+  EXPECT_THAT(list(v1::RUNNING, ""), ElementsAre(c1.id()));
+  EXPECT_THAT(list(v1::JOB_STATE_UNSPECIFIED, "chat"), ElementsAre(c2.id(), c1.id()));
+  EXPECT_THAT(list(v1::QUEUED, "embed"), ElementsAre(e1.id()));
+  EXPECT_THAT(list(v1::SUCCEEDED, ""), IsEmpty());
+  EXPECT_THAT(list(v1::JOB_STATE_UNSPECIFIED, "summarize"), IsEmpty());
+}
+
+TEST_F(PgJobStoreTest, ListJobsPagesWithTokens) {
+  // Some jobs share one created_at (one batch), so the id breaks ties across pages.
+  std::set<std::string> all;
+  std::vector<NewJob> batch;
+  for (int i = 0; i < 12; ++i) batch.push_back(MakeJob());
+  for (const auto& j : batch) all.insert(j.id);
+  ASSERT_TRUE(store_->InsertJobs(batch).ok());
+  for (int i = 0; i < 8; ++i) all.insert(Submit(MakeJob()).id());
+  batch.clear();
+  for (int i = 0; i < 5; ++i) batch.push_back(MakeJob());
+  for (const auto& j : batch) all.insert(j.id);
+  ASSERT_TRUE(store_->InsertJobs(batch).ok());
+  ASSERT_EQ(all.size(), 25u);
+
+  ListQuery q;
+  q.page_size = 10;
+  std::vector<size_t> sizes;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 10; ++i) {
+    auto page = store_->ListJobs(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    sizes.push_back(page->jobs.size());
+    for (const auto& j : page->jobs) seen.push_back(j.id());
+    if (page->next_page_token.empty()) break;
+    q.page_token = page->next_page_token;
+  }
+  EXPECT_THAT(sizes, ElementsAre(10u, 10u, 5u));
+  std::set<std::string> unique(seen.begin(), seen.end());
+  EXPECT_EQ(unique.size(), seen.size()) << "a job was listed twice";
+  EXPECT_EQ(unique, all);
+}
+
+TEST_F(PgJobStoreTest, ListJobsRejectsInvalidPageToken) {
+  Submit(MakeJob());
+  for (const std::string token :
+       {"garbage", "123.not-a-uuid", absl::StrCat("abc.", NewUuid()), std::string(".")}) {
+    ListQuery q;
+    q.page_token = token;
+    auto page = store_->ListJobs(q);
+    EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument) << token;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations
+
+class MigrationsTest : public aijobs::testing::PgTest {
+ protected:
+  int64_t QueryInt(const std::string& sql) {
+    auto conn = pg::Connection::Open(conninfo());
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    if (!conn.ok()) return -1;
+    auto r = (*conn)->Exec(sql);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->GetInt(0, 0) : -1;
+  }
+};
+
+TEST_F(MigrationsTest, ApplyingTwiceIsANoOp) {
+  auto conn = pg::Connection::Open(conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  absl::Status s1 = ApplyMigrations(**conn);
+  ASSERT_TRUE(s1.ok()) << s1;
+  absl::Status s2 = ApplyMigrations(**conn);
+  ASSERT_TRUE(s2.ok()) << s2;
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM aijobs_schema_migrations"), LatestSchemaVersion());
+  EXPECT_EQ(QueryInt("SELECT max(version) FROM aijobs_schema_migrations"), LatestSchemaVersion());
+  // The advisory lock was released: another session can take it at once.
+  EXPECT_EQ(QueryInt("SELECT pg_try_advisory_lock(107083582038643)::int"), 1);
+}
+
+TEST_F(MigrationsTest, ConcurrentReplicasMigrateOnce) {
+  constexpr int kReplicas = 4;
+  std::vector<absl::Status> results(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] {
+      auto conn = pg::Connection::Open(conninfo());
+      if (!conn.ok()) {
+        results[i] = conn.status();
+        return;
+      }
+      results[i] = ApplyMigrations(**conn);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& s : results) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM aijobs_schema_migrations"), LatestSchemaVersion());
+
+  // The schema works.
+  pg::Pool pool(conninfo(), 2);
+  PgJobStore store(&pool);
+  NewJob j;
+  j.id = NewUuid();
+  j.type = "chat";
+  auto out = store.InsertJobs({j});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].job.state(), v1::QUEUED);
+}
+
+}  // namespace
+}  // namespace aijobs::scheduler
