@@ -23,6 +23,7 @@
 #include "common/pg/pool.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/event_hub.h"
 #include "scheduler/migrations.h"
 #include "tests/fixtures/pg_server.h"
 
@@ -36,14 +37,17 @@ using Kind = AttemptOutcome::Kind;
 constexpr absl::Duration kLease = absl::Seconds(30);
 constexpr absl::Duration kDefaultTimeout = absl::Minutes(10);
 
-// A short, comparable description of an event, so sequences read as expectations.
+// A short, comparable description of an event, so sequences read as expectations. The
+// error of a RUNNING state change is left out here: StoredTransitionEventsMatchLiveOnes
+// covers it (see the BUG there), the other tests are about other things.
 std::string Describe(const v1::JobEvent& e) {
   switch (e.event_case()) {
     case v1::JobEvent::kStateChange: {
       const v1::StateChange& sc = e.state_change();
+      bool show_error = sc.has_error() && sc.state() != v1::RUNNING;
       return absl::StrCat(e.seq(), " state ", v1::JobState_Name(sc.state()), " a", sc.attempt(),
                           sc.discard_output() ? " discard" : "",
-                          sc.has_error() ? absl::StrCat(" err=", sc.error().code()) : "");
+                          show_error ? absl::StrCat(" err=", sc.error().code()) : "");
     }
     case v1::JobEvent::kOutputDelta:
       return absl::StrCat(e.seq(), " delta a", e.output_delta().attempt(), " ",
@@ -706,6 +710,31 @@ TEST_F(PgJobStoreTest, DeltasAfterTheFinalEventAreDropped) {
   EXPECT_EQ(Get(job.id()).last_seq(), 4);
 }
 
+// A watcher on the running replica gets TransitionEvent(job) live; one that resumes later
+// reads the same transition back from the store. Both must see the same event.
+// BUG: the RUNNING state change of a retried attempt read back from job_events carries the
+// previous attempt's error (e.g. RATE_LIMITED) while the live one (TransitionEvent,
+// event_hub.cc:37, which drops the error for RUNNING) does not. Cause: ClaimJobs
+// (pg_job_store.cc, claim_jobs) leaves jobs.error set, and TRANSITION_EVENTS copies the error
+// column into every event; ReadEvents then attaches it. The job itself also reports the old
+// error while RUNNING although job.proto says error is set only on FAILED/CANCELLED/QUEUED.
+// Fix: `error = NULL` in ClaimJobs' UPDATE (or `CASE WHEN state = 2 THEN NULL ELSE error END`
+// in TRANSITION_EVENTS, or skip the error for RUNNING in ReadEvents).
+TEST_F(PgJobStoreTest, StoredTransitionEventsMatchLiveOnes) {
+  v1::Job job = Submit(MakeJob("chat", 0, 3));
+  std::vector<v1::JobEvent> live;
+  live.push_back(TransitionEvent(ClaimOne().job));
+  live.push_back(TransitionEvent(Finish(job.id(), 1, Kind::kRetryableFailure).at(0)));
+  live.push_back(TransitionEvent(ClaimOne().job));
+  live.push_back(TransitionEvent(Finish(job.id(), 2, Kind::kSucceeded).at(0)));
+  std::vector<v1::JobEvent> stored = Events(job.id(), 1);
+  ASSERT_EQ(stored.size(), live.size()) << ::testing::PrintToString(DescribeAll(stored));
+  for (size_t i = 0; i < live.size(); ++i) {
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(stored[i], live[i]))
+        << "stored:\n" << stored[i].DebugString() << "live:\n" << live[i].DebugString();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Leases
 
@@ -875,8 +904,9 @@ TEST_F(PgJobStoreTest, ListJobsPagesWithTokens) {
 
 TEST_F(PgJobStoreTest, ListJobsRejectsInvalidPageToken) {
   Submit(MakeJob());
-  for (const std::string token :
-       {"garbage", "123.not-a-uuid", absl::StrCat("abc.", NewUuid()), std::string(".")}) {
+  const std::vector<std::string> tokens = {"garbage", "123.not-a-uuid",
+                                           absl::StrCat("abc.", NewUuid()), "."};
+  for (const std::string& token : tokens) {
     ListQuery q;
     q.page_token = token;
     auto page = store_->ListJobs(q);
@@ -909,7 +939,7 @@ TEST_F(MigrationsTest, ApplyingTwiceIsANoOp) {
   EXPECT_EQ(QueryInt("SELECT count(*) FROM aijobs_schema_migrations"), LatestSchemaVersion());
   EXPECT_EQ(QueryInt("SELECT max(version) FROM aijobs_schema_migrations"), LatestSchemaVersion());
   // The advisory lock was released: another session can take it at once.
-  EXPECT_EQ(QueryInt("SELECT pg_try_advisory_lock(107083582038643)::int"), 1);
+  EXPECT_EQ(QueryInt("SELECT pg_try_advisory_lock(107105385144947)::int"), 1);
 }
 
 TEST_F(MigrationsTest, ConcurrentReplicasMigrateOnce) {

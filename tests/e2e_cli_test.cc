@@ -1,7 +1,6 @@
 // End-to-end: aijobsctl against the real scheduler and worker.
-#include <gtest/gtest.h>
-
 #include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -31,8 +30,7 @@ TEST_F(E2eCliTest, SubmitWatchWaitPrintsStreamAndFinalJobJson) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->exit_code, 0) << "stdout:\n" << r->out << "\nstderr:\n" << r->err;
 
-  std::vector<std::string> lines =
-      absl::StrSplit(absl::StripTrailingAsciiWhitespace(r->out), '\n');
+  std::vector<std::string> lines = absl::StrSplit(absl::StripTrailingAsciiWhitespace(r->out), '\n');
   ASSERT_FALSE(lines.empty());
   Job job;
   auto parsed = google::protobuf::util::JsonStringToMessage(lines.back(), &job);
@@ -44,7 +42,8 @@ TEST_F(E2eCliTest, SubmitWatchWaitPrintsStreamAndFinalJobJson) {
   // The streamed text precedes the JSON line.
   std::string before_json = r->out.substr(0, r->out.rfind(lines.back()));
   EXPECT_NE(before_json.find(text), std::string::npos)
-      << "streamed output does not contain the result text\nstdout:\n" << r->out;
+      << "streamed output does not contain the result text\nstdout:\n"
+      << r->out;
 
   // The CLI talked to the same scheduler: the job is there.
   Job got;

@@ -1,12 +1,11 @@
 #include "tests/e2e_cluster.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <utility>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -126,9 +125,9 @@ void E2eTest::StartScheduler(const std::vector<std::string>& extra_flags) {
     const std::string address = absl::StrCat("127.0.0.1:", FreePort());
     ProcessOptions opts;
     opts.path = BinPath("aijobs-scheduler");
-    opts.args = {"--listen", address, "--database_url", conninfo(),
-                 "--retry_base_ms", "50", "--retry_max_ms", "200",
-                 "--lease_ms", "3000", "--poll_interval_ms", "200"};
+    opts.args = {"--listen",        address, "--database_url",     conninfo(),
+                 "--retry_base_ms", "50",    "--retry_max_ms",     "200",
+                 "--lease_ms",      "3000",  "--poll_interval_ms", "200"};
     opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
     auto proc = Process::Start(opts);
     ASSERT_TRUE(proc.ok()) << proc.status();
@@ -150,8 +149,11 @@ Process* E2eTest::StartWorker(const std::string& worker_id,
   ProcessOptions opts;
   opts.path = BinPath("aijobs-worker");
   opts.log_name = "aijobs-worker-" + worker_id;
-  opts.args = {"--scheduler", scheduler_address_, "--worker_id", worker_id,
-               "--sim_ttft_ms", "0", "--sim_tokens_per_s", "0", "--sim_tokens", "12",
+  opts.args = {"--scheduler",        scheduler_address_,
+               "--worker_id",        worker_id,
+               "--sim_ttft_ms",      "0",
+               "--sim_tokens_per_s", "0",
+               "--sim_tokens",       "12",
                "--reconnect_max_ms", "200"};
   opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
   auto proc = Process::Start(opts);

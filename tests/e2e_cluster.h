@@ -7,12 +7,12 @@
 //     auto job = Submit(ChatRequest("hi", R"({"tokens": 5})")); ... }
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"

@@ -1,10 +1,9 @@
 // End-to-end fault handling with the real binaries: a worker killed mid-job, retries and
 // the dead-letter state, a scheduler killed with jobs queued, and a worker's graceful drain.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "tests/e2e_cluster.h"
 
@@ -131,8 +130,7 @@ TEST_F(E2eFaultsTest, SigtermDrainsTheWorkerAfterItsRunningJob) {
   ASSERT_NE(worker, nullptr);
 
   Job job;
-  ASSERT_TRUE(
-      Submit(ChatRequest("Finish me", R"({"tokens": 30, "tokens_per_s": 20})"), &job).ok());
+  ASSERT_TRUE(Submit(ChatRequest("Finish me", R"({"tokens": 30, "tokens_per_s": 20})"), &job).ok());
   EventCollector watch(stub(), job.id());
   ASSERT_TRUE(watch.WaitForDeltas(1, absl::Seconds(20))) << "job never started streaming";
   ASSERT_TRUE(worker->Signal(SIGTERM).ok());

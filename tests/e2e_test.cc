@@ -1,9 +1,9 @@
 // End-to-end: the real aijobs-scheduler and aijobs-worker binaries over a private
 // PostgreSQL, driven through the JobService gRPC API. Job flow: submit, watch and resume,
 // cancel, idempotency, input validation.
-#include <algorithm>
-
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "common/uuid.h"
@@ -25,8 +25,8 @@ Job CheckCompleteStream(const WatchResult& w) {
     EXPECT_GT(w.events[i].seq(), w.events[i - 1].seq()) << "seq not strictly increasing at " << i;
   }
   for (size_t i = 0; i + 1 < w.events.size(); ++i) {
-    EXPECT_FALSE(w.events[i].has_final_job()) << "final_job must be the last event (at " << i
-                                              << " of " << w.events.size() << ")";
+    EXPECT_FALSE(w.events[i].has_final_job())
+        << "final_job must be the last event (at " << i << " of " << w.events.size() << ")";
   }
   if (w.events.empty() || !w.events.back().has_final_job()) {
     ADD_FAILURE() << "stream did not end with final_job (" << w.events.size() << " events)";
@@ -87,7 +87,7 @@ TEST_F(E2eJobFlowTest, WatchResumesAfterDisconnectWithoutGapOrDuplicate) {
     grpc::Status st = reader->Finish();
     ASSERT_GE(deltas, 3) << "stream ended before 3 deltas: " << st.error_message();
     ASSERT_FALSE(first.back().has_final_job()) << "job finished before the disconnect; the "
-                                                   "sim settings are too fast for this test";
+                                                  "sim settings are too fast for this test";
   }
   const int64_t last_seen = first.back().seq();
 

@@ -87,23 +87,20 @@ absl::Status WorkerConnection::Run() {
       absl::MutexLock lock(&mu_);
       if (draining_ || shutdown_) break;
     }
-    bool welcomed = RunSession();
+    SessionEnd end = RunSession();
     absl::MutexLock lock(&mu_);
     if (draining_ || shutdown_) break;
-    if (welcomed) failures = 0;
+    if (end.welcomed) failures = 0;
     // Exponential backoff with jitter in [cap/2, cap], so a restarted scheduler is not hit by
     // every worker in the same millisecond.
     absl::Duration cap = options_.reconnect_initial * (1 << std::min(failures, 16));
     cap = std::min(cap, options_.reconnect_max);
     absl::Duration delay = cap / 2 + absl::Uniform(rng, 0.0, 1.0) * (cap / 2);
     ++failures;
-    if (failures == 1 || failures % 10 == 0) {
-      spdlog::warn("reconnecting to scheduler {} in {} ms (attempt {})", options_.scheduler,
-                   absl::ToInt64Milliseconds(delay), failures);
-    } else {
-      spdlog::info("reconnecting to scheduler {} in {} ms (attempt {})", options_.scheduler,
-                   absl::ToInt64Milliseconds(delay), failures);
-    }
+    // A scheduler that stays down is logged at warn on the first and every 10th attempt.
+    auto level = failures == 1 || failures % 10 == 0 ? spdlog::level::warn : spdlog::level::info;
+    spdlog::log(level, "{}; reconnecting to scheduler {} in {} ms (attempt {})", end.reason,
+                options_.scheduler, absl::ToInt64Milliseconds(delay), failures);
     absl::Time until = absl::Now() + delay;
     while (!draining_ && !shutdown_ && !cv_.WaitWithDeadline(&mu_, until)) {
     }
@@ -131,7 +128,7 @@ int WorkerConnection::running_jobs() const {
   return static_cast<int>(running_.size());
 }
 
-bool WorkerConnection::RunSession() {
+WorkerConnection::SessionEnd WorkerConnection::RunSession() {
   grpc::ChannelArguments args;
   // A private subchannel per channel and short connect backoff: our own loop paces
   // reconnects, gRPC's default backoff (up to 120 s) must not add to it.
@@ -173,11 +170,11 @@ bool WorkerConnection::RunSession() {
     HandleSchedulerMessage(&session, &message);
     message.Clear();
   }
-  bool welcomed;
+  SessionEnd end;
   {
     absl::MutexLock lock(&mu_);
     session.reader_done = true;
-    welcomed = session.welcomed;
+    end.welcomed = session.welcomed;
     cv_.SignalAll();
   }
   writer.join();
@@ -187,14 +184,15 @@ bool WorkerConnection::RunSession() {
     session_ = nullptr;
   }
   int aborted = AbortAllJobs();
-  if (status.ok()) {
-    spdlog::info("scheduler {} closed the stream; {} running job(s) cancelled",
-                 options_.scheduler, aborted);
-  } else {
-    spdlog::warn("stream to scheduler {} ended: {}; {} running job(s) cancelled",
-                 options_.scheduler, DescribeGrpcStatus(status), aborted);
+  end.reason = absl::StrCat("stream ended (", status.ok() ? "closed by the scheduler"
+                                                           : DescribeGrpcStatus(status),
+                            ")");
+  if (aborted > 0) {
+    absl::StrAppend(&end.reason, "; cancelled ", aborted,
+                    " running job(s), the scheduler requeues them");
   }
-  return welcomed;
+  spdlog::log(end.welcomed ? spdlog::level::info : spdlog::level::debug, "{}", end.reason);
+  return end;
 }
 
 void WorkerConnection::WriterLoop(Session* session) {

@@ -80,7 +80,11 @@ class WorkerConnection {
   };
   struct Session;
 
-  bool RunSession();  // returns whether the scheduler welcomed this session
+  struct SessionEnd {
+    bool welcomed = false;  // the scheduler answered hello: the session counted as up
+    std::string reason;     // why the stream ended, for the log
+  };
+  SessionEnd RunSession();
   void WriterLoop(Session* session);
   void HandleSchedulerMessage(Session* session, aijobs::v1::SchedulerMessage* message);
   void StartJob(aijobs::v1::Assignment* assignment);

@@ -1,5 +1,6 @@
 #include "workers/worker_connection.h"
 
+#include <cstdio>
 #include <functional>
 #include <future>
 #include <memory>
@@ -386,6 +387,42 @@ TEST(WorkerConnectionTest, RequestDrainLikeSigtermAnnouncesAndStops) {
   for (const auto& m : server.service.received()) draining |= m.draining();
   EXPECT_TRUE(draining);
   EXPECT_TRUE(worker.WaitStopped());
+}
+
+TEST(WorkerConnectionTest, CoalescesManyJobsIntoFewMessages) {
+  FakeServer server(0);
+  WorkerUnderTest worker(server.port);
+  ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return !m.empty(); }));
+  constexpr int kJobs = 1000;
+  SchedulerMessage batch;
+  for (int i = 0; i < kJobs; ++i) {
+    SchedulerMessage one = Assign(absl::StrCat("bulk-", i),
+                                  absl::StrCat(R"({"messages": [{"content": "job )", i, R"("}],
+                                               "sim": {"ttft_ms": 0, "tokens": 5}})"));
+    batch.add_assignments()->Swap(one.mutable_assignments(0));
+  }
+  absl::Time start = absl::Now();
+  const size_t before = server.service.received().size();
+  ASSERT_TRUE(server.service.Send(batch));
+  ASSERT_TRUE(server.service.WaitFor([&](const auto& m) {
+    int done = 0;
+    for (size_t i = before; i < m.size(); ++i) done += m[i].completions_size();
+    return done == kJobs;
+  }));
+  absl::Duration took = absl::Now() - start;
+  auto msgs = server.service.received();
+  const size_t messages = msgs.size() - before;
+  // Outputs and completions of one job may share a message with hundreds of others; one
+  // message per item would be 2 * kJobs messages.
+  EXPECT_LT(messages, static_cast<size_t>(kJobs / 2));
+  for (int i = 0; i < kJobs; i += 97) {
+    std::string id = absl::StrCat("bulk-", i);
+    const auto* c = FindCompletion(msgs, id);
+    ASSERT_NE(c, nullptr);
+    EXPECT_EQ(OutputsOf(msgs, id), c->result().fields().at("text").string_value());
+  }
+  std::printf("%d jobs in %lld ms over %zu messages\n", kJobs,
+              static_cast<long long>(absl::ToInt64Milliseconds(took)), messages);
 }
 
 TEST(WorkerConnectionTest, ReconnectsAfterSchedulerRestartOnSamePort) {

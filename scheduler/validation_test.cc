@@ -1,0 +1,165 @@
+// SubmitJob / job id input checks: each bad request is INVALID_ARGUMENT with a message that
+// tells the caller what to fix.
+#include "scheduler/validation.h"
+
+#include <string>
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "common/uuid.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::SubmitJobRequest Request(const std::string& type, const std::string& input_json) {
+  v1::SubmitJobRequest r;
+  r.set_type(type);
+  auto s = google::protobuf::util::JsonStringToMessage(input_json, r.mutable_input());
+  EXPECT_TRUE(s.ok()) << s.ToString() << " in " << input_json;
+  return r;
+}
+
+bool KnownBuiltins(const std::string& t) { return t == "chat" || t == "embed"; }
+
+absl::Status Validate(const v1::SubmitJobRequest& r, SubmitLimits limits = SubmitLimits{}) {
+  return ValidateSubmit(r, limits, [](const std::string& t) {
+    return KnownBuiltins(t) || t == "summarize";
+  });
+}
+
+constexpr char kChat[] = R"({"messages":[{"role":"user","content":"hi"}]})";
+
+void ExpectInvalid(const absl::Status& s, const std::string& mentions) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(mentions));
+}
+
+TEST(ValidateSubmitTest, AcceptsWellFormedRequests) {
+  EXPECT_TRUE(Validate(Request("chat", kChat)).ok());
+  EXPECT_TRUE(Validate(Request("chat", R"({"messages":[{"role":"system","content":""},
+      {"role":"user","content":"hello"}],"sim":{"tokens":3}})"))
+                  .ok());
+  EXPECT_TRUE(Validate(Request("embed", R"({"texts":["a","b"]})")).ok());
+  // A worker-registered type has no built-in schema.
+  EXPECT_TRUE(Validate(Request("summarize", R"({"anything":1})")).ok());
+}
+
+TEST(ValidateSubmitTest, UnknownTypeNamesTheType) {
+  absl::Status s = ValidateSubmit(Request("translate", R"({"text":"x"})"), SubmitLimits{},
+                                  KnownBuiltins);
+  ExpectInvalid(s, "\"translate\"");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("unknown"));
+}
+
+TEST(ValidateSubmitTest, RejectsBadTypeNames) {
+  ExpectInvalid(Validate(Request("", "{}")), "type is required");
+  for (const std::string bad : {"chat bot", "a/b", "x;drop", "caf\xc3\xa9", "tab\t"}) {
+    ExpectInvalid(Validate(Request(bad, "{}")), "not a valid job type name");
+  }
+  ExpectInvalid(Validate(Request(std::string(65, 'a'), "{}")), "not a valid job type name");
+  // 64 characters of the allowed alphabet is a valid name (then judged as unknown).
+  absl::Status ok_name = Validate(Request(std::string(63, 'a') + "-", "{}"));
+  ExpectInvalid(ok_name, "unknown job type");
+  absl::Status dotted = ValidateSubmit(Request("v2.sum_mary-X", "{}"), SubmitLimits{},
+                                       [](const std::string&) { return true; });
+  EXPECT_TRUE(dotted.ok()) << dotted;
+}
+
+TEST(ValidateSubmitTest, ChatNeedsNonEmptyMessagesWithStringContent) {
+  ExpectInvalid(Validate(Request("chat", "{}")), "input.messages");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":"hi"})")), "input.messages");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":{"role":"user"}})")), "input.messages");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[]})")), "must not be empty");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":["hi"]})")), "input.messages[0]");
+  ExpectInvalid(
+      Validate(Request("chat", R"({"messages":[{"role":"user","content":"a"},{"role":"user"}]})")),
+      "input.messages[1].content must be a string");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"user","content":42}]})")),
+                "input.messages[0].content must be a string");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"user","content":null}]})")),
+                "input.messages[0].content must be a string");
+  ExpectInvalid(
+      Validate(Request("chat", R"({"messages":[{"role":"user","content":["a","b"]}]})")),
+      "input.messages[0].content must be a string");
+}
+
+TEST(ValidateSubmitTest, EmbedNeedsNonEmptyTexts) {
+  ExpectInvalid(Validate(Request("embed", "{}")), "input.texts");
+  ExpectInvalid(Validate(Request("embed", R"({"texts":[]})")), "input.texts");
+  ExpectInvalid(Validate(Request("embed", R"({"texts":"one"})")), "input.texts");
+}
+
+// BUG: validation.cc (ValidateSubmit, embed branch, lines 76-81) checks only that
+// input.texts is a non-empty list, although its own message says "a non-empty list of
+// strings": {"texts":[1, {"a":2}]} is accepted and the job only fails later on the worker
+// (INVALID_INPUT, after queueing and claiming). Fix: loop over the values and reject any
+// whose kind_case() is not kStringValue, naming the index like the chat check does
+// ("input.texts[1] must be a string").
+TEST(ValidateSubmitTest, EmbedTextsMustBeStrings) {
+  ExpectInvalid(Validate(Request("embed", R"({"texts":["ok", 1]})")), "input.texts");
+  ExpectInvalid(Validate(Request("embed", R"({"texts":[{"a":2}]})")), "input.texts");
+}
+
+TEST(ValidateSubmitTest, RejectsInputOverTheLimit) {
+  v1::SubmitJobRequest r =
+      Request("chat", R"({"messages":[{"role":"user","content":")" + std::string(500, 'x') +
+                          R"("}]})");
+  const int64_t size = static_cast<int64_t>(r.input().ByteSizeLong());
+  SubmitLimits limits;
+  limits.max_input_bytes = size;
+  EXPECT_TRUE(Validate(r, limits).ok()) << "exactly at the limit is allowed";
+  limits.max_input_bytes = size - 1;
+  absl::Status s = Validate(r, limits);
+  ExpectInvalid(s, "over the limit");
+  EXPECT_THAT(std::string(s.message()), HasSubstr(std::to_string(size - 1)));
+  // The size check applies to every type, before the type is looked up.
+  limits.max_input_bytes = 10;
+  ExpectInvalid(ValidateSubmit(Request("summarize", R"({"t":"0123456789abcdef"})"), limits,
+                               [](const std::string&) { return false; }),
+                "over the limit");
+}
+
+TEST(ValidateSubmitTest, ChecksAttemptsKeyAndTimeout) {
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  for (int ok : {0, 1, 3, 100}) {
+    r.set_max_attempts(ok);
+    EXPECT_TRUE(Validate(r).ok()) << ok;
+  }
+  for (int bad : {-1, 101}) {
+    r.set_max_attempts(bad);
+    ExpectInvalid(Validate(r), "max_attempts");
+  }
+  r.set_max_attempts(0);
+
+  r.set_idempotency_key(std::string(256, 'k'));
+  EXPECT_TRUE(Validate(r).ok());
+  r.set_idempotency_key(std::string(257, 'k'));
+  ExpectInvalid(Validate(r), "idempotency_key");
+  r.clear_idempotency_key();
+
+  r.mutable_timeout()->set_seconds(-5);
+  ExpectInvalid(Validate(r), "timeout");
+  r.mutable_timeout()->set_seconds(30);
+  EXPECT_TRUE(Validate(r).ok());
+}
+
+TEST(ValidateJobIdTest, AcceptsOnlyUuids) {
+  EXPECT_TRUE(ValidateJobId(NewUuid()).ok());
+  EXPECT_TRUE(ValidateJobId("0B6C5C3E-1F0A-4C1E-9D5E-6A4F3B2C1D0E").ok());
+  ExpectInvalid(ValidateJobId(""), "job_id is required");
+  ExpectInvalid(ValidateJobId("42"), "\"42\" is not a UUID");
+  ExpectInvalid(ValidateJobId(NewUuid() + "0"), "is not a UUID");
+  ExpectInvalid(ValidateJobId("0b6c5c3e1f0a4c1e9d5e6a4f3b2c1d0e"), "is not a UUID");
+  ExpectInvalid(ValidateJobId("zb6c5c3e-1f0a-4c1e-9d5e-6a4f3b2c1d0e"), "is not a UUID");
+  // A huge id is cut in the message.
+  absl::Status s = ValidateJobId(std::string(10000, 'a'));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(s.message().size(), 200u);
+}
+
+}  // namespace
+}  // namespace aijobs::scheduler
