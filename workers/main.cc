@@ -14,6 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -55,6 +57,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);  // internal: wakes the signal thread at exit
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // --help lists this file's flags (absl's default filter misses them under ccache paths).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "workers/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage("Runs aijobs jobs for a scheduler: aijobs-worker --scheduler HOST:PORT");
   absl::ParseCommandLine(argc, argv);
   aijobs::InitLogging("aijobs-worker");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <thread>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -282,7 +283,17 @@ void WorkerConnection::HandleSchedulerMessage(Session* session, SchedulerMessage
   for (const auto& cancel : message->cancels()) {
     std::string reason = cancel.reason().empty() ? "cancelled by the scheduler"
                                                  : "cancelled: " + cancel.reason();
-    AbortJob(JobKey{cancel.job_id(), cancel.attempt()}, 0, "CANCELLED", reason, false, true);
+    std::vector<JobKey> keys;
+    if (cancel.attempt() != 0) {
+      keys.push_back(JobKey{cancel.job_id(), cancel.attempt()});
+    } else {
+      // No attempt given: whatever attempt of the job runs here.
+      absl::MutexLock lock(&mu_);
+      for (const auto& [key, entry] : running_) {
+        if (key.first == cancel.job_id()) keys.push_back(key);
+      }
+    }
+    for (const JobKey& key : keys) AbortJob(key, 0, "CANCELLED", reason, false, true);
   }
   for (Assignment& assignment : *message->mutable_assignments()) StartJob(&assignment);
   if (message->drain()) RequestDrain();

@@ -1,0 +1,252 @@
+// SubmitBatcher with a fake store: concurrent submits share INSERT statements, each caller
+// gets its own outcome, and a failed insert reaches every caller of that batch.
+#include "scheduler/submit_batcher.h"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/uuid.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+using ::testing::ElementsAre;
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+// Records every InsertJobs batch. While the gate is closed, InsertJobs blocks, so the test
+// decides when a batch "commits"; calls whose number is in fail_calls return UNAVAILABLE.
+class FakeJobStore : public JobStore {
+ public:
+  void OpenGate() {
+    absl::MutexLock lock(&mu_);
+    gate_open_ = true;
+  }
+  void FailCall(int n) {
+    absl::MutexLock lock(&mu_);
+    fail_calls_.push_back(n);
+  }
+  // Waits until `n` InsertJobs calls have started.
+  bool WaitForCalls(int n) {
+    absl::MutexLock lock(&mu_);
+    auto started = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_started_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&started), kWait);
+  }
+  std::vector<size_t> batch_sizes() {
+    absl::MutexLock lock(&mu_);
+    return batch_sizes_;
+  }
+
+  absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) override {
+    absl::MutexLock lock(&mu_);
+    int call = ++calls_started_;
+    batch_sizes_.push_back(jobs.size());
+    auto open = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return gate_open_; };
+    mu_.Await(absl::Condition(&open));
+    if (std::find(fail_calls_.begin(), fail_calls_.end(), call) != fail_calls_.end()) {
+      return absl::UnavailableError("database is restarting");
+    }
+    std::vector<SubmitOutcome> out;
+    for (const NewJob& j : jobs) {
+      SubmitOutcome& o = out.emplace_back();
+      o.job.set_id(j.id);
+      o.job.set_type(j.type);
+      o.job.set_state(v1::QUEUED);
+      o.job.set_tenant_id(j.caller.tenant_id);
+      o.job.set_last_seq(1);
+    }
+    return out;
+  }
+
+  absl::StatusOr<v1::Job> GetJob(const Caller&, const std::string&) override {
+    return absl::UnimplementedError("GetJob");
+  }
+  absl::StatusOr<ListPage> ListJobs(const ListQuery&) override {
+    return absl::UnimplementedError("ListJobs");
+  }
+  absl::StatusOr<std::vector<ClaimedJob>> ClaimJobs(const std::vector<std::string>&, int,
+                                                    const std::string&, absl::Duration,
+                                                    absl::Duration) override {
+    return absl::UnimplementedError("ClaimJobs");
+  }
+  absl::Status ExtendLeases(const std::vector<std::string>&, absl::Duration) override {
+    return absl::UnimplementedError("ExtendLeases");
+  }
+  absl::Status AppendDeltas(const std::vector<DeltaRow>&) override {
+    return absl::UnimplementedError("AppendDeltas");
+  }
+  absl::StatusOr<std::vector<v1::Job>> FinishAttempts(const std::vector<AttemptOutcome>&) override {
+    return absl::UnimplementedError("FinishAttempts");
+  }
+  absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int) override {
+    return absl::UnimplementedError("RequeueExpiredLeases");
+  }
+  absl::StatusOr<v1::Job> CancelJob(const Caller&, const std::string&, const std::string&,
+                                    int64_t) override {
+    return absl::UnimplementedError("CancelJob");
+  }
+  absl::StatusOr<v1::Job> RetryJob(const Caller&, const std::string&) override {
+    return absl::UnimplementedError("RetryJob");
+  }
+  absl::StatusOr<EventPage> ReadEvents(const Caller&, const std::string&, int64_t,
+                                       int) override {
+    return absl::UnimplementedError("ReadEvents");
+  }
+  absl::StatusOr<int> DeleteFinishedBefore(absl::Time, int) override {
+    return absl::UnimplementedError("DeleteFinishedBefore");
+  }
+  absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
+    return absl::UnimplementedError("RegisterJobTypes");
+  }
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+    return absl::UnimplementedError("KnownJobTypes");
+  }
+  absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
+
+ private:
+  absl::Mutex mu_;
+  bool gate_open_ ABSL_GUARDED_BY(mu_) = false;
+  int calls_started_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> fail_calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+};
+
+// Collects the answers of many submits.
+class Answers {
+ public:
+  explicit Answers(size_t n) : results_(n) {}
+  SubmitBatcher::Callback For(size_t i) {
+    return [this, i](absl::StatusOr<SubmitOutcome> r) {
+      absl::MutexLock lock(&mu_);
+      results_[i] = std::move(r);
+      ++done_;
+    };
+  }
+  bool WaitAll(absl::Duration timeout = kWait) {
+    absl::MutexLock lock(&mu_);
+    auto all = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_ == results_.size(); };
+    return mu_.AwaitWithTimeout(absl::Condition(&all), timeout);
+  }
+  absl::StatusOr<SubmitOutcome> Get(size_t i) {
+    absl::MutexLock lock(&mu_);
+    return results_[i].value_or(absl::InternalError("no answer"));
+  }
+  size_t done() {
+    absl::MutexLock lock(&mu_);
+    return done_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::optional<absl::StatusOr<SubmitOutcome>>> results_ ABSL_GUARDED_BY(mu_);
+  size_t done_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+NewJob MakeJob(const std::string& tenant = "default") {
+  NewJob j;
+  j.id = NewUuid();
+  j.type = "chat";
+  j.caller.tenant_id = tenant;
+  return j;
+}
+
+TEST(SubmitBatcherTest, ConcurrentSubmitsAreGroupedAndEachGetsItsOwnJob) {
+  constexpr int kSubmits = 32;
+  FakeJobStore store;
+  std::atomic<int> inserted_batches{0};
+  SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/4);
+
+  Answers answers(kSubmits);
+  std::vector<std::string> ids(kSubmits);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSubmits; ++i) {
+    ids[i] = NewUuid();
+    threads.emplace_back([&, i] {
+      NewJob j = MakeJob("tenant-" + std::to_string(i));
+      j.id = ids[i];
+      batcher.Submit(std::move(j), answers.For(i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  // Every submit is queued before the first batch commits.
+  store.OpenGate();
+  ASSERT_TRUE(answers.WaitAll());
+
+  std::vector<size_t> sizes = store.batch_sizes();
+  size_t total = 0;
+  for (size_t s : sizes) total += s;
+  EXPECT_EQ(total, static_cast<size_t>(kSubmits));
+  EXPECT_LT(sizes.size(), static_cast<size_t>(kSubmits)) << "submits were not grouped";
+  // At most one blocked batch per writer, then one batch for everything else.
+  EXPECT_LE(sizes.size(), 5u);
+  for (int i = 0; i < kSubmits; ++i) {
+    absl::StatusOr<SubmitOutcome> r = answers.Get(i);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->job.id(), ids[i]) << "caller " << i << " got someone else's job";
+    EXPECT_EQ(r->job.tenant_id(), "tenant-" + std::to_string(i));
+    EXPECT_FALSE(r->existing);
+  }
+  batcher.Stop();
+  EXPECT_EQ(inserted_batches.load(), static_cast<int>(sizes.size()));
+}
+
+TEST(SubmitBatcherTest, StoreErrorReachesEveryCallerOfThatBatch) {
+  FakeJobStore store;
+  store.FailCall(2);
+  std::atomic<int> inserted_batches{0};
+  SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/1);
+
+  Answers answers(4);
+  batcher.Submit(MakeJob(), answers.For(0));
+  ASSERT_TRUE(store.WaitForCalls(1));  // batch 1 = {0}, blocked in the store
+  batcher.Submit(MakeJob(), answers.For(1));
+  batcher.Submit(MakeJob(), answers.For(2));
+  batcher.Submit(MakeJob(), answers.For(3));
+  store.OpenGate();
+  ASSERT_TRUE(answers.WaitAll());
+
+  EXPECT_THAT(store.batch_sizes(), ElementsAre(1u, 3u));
+  EXPECT_TRUE(answers.Get(0).ok()) << answers.Get(0).status();
+  for (size_t i = 1; i < 4; ++i) {
+    absl::Status s = answers.Get(i).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << i << ": " << s;
+    EXPECT_EQ(s.message(), "database is restarting");
+  }
+  EXPECT_EQ(inserted_batches.load(), 1) << "on_inserted runs only for committed batches";
+}
+
+TEST(SubmitBatcherTest, StopAnswersQueuedSubmitsThenRefusesNewOnes) {
+  FakeJobStore store;
+  SubmitBatcher batcher(&store, nullptr, /*writers=*/1);
+  Answers answers(3);
+  batcher.Submit(MakeJob(), answers.For(0));
+  ASSERT_TRUE(store.WaitForCalls(1));
+  batcher.Submit(MakeJob(), answers.For(1));
+  batcher.Submit(MakeJob(), answers.For(2));
+  store.OpenGate();
+  batcher.Stop();
+  EXPECT_EQ(answers.done(), 3u) << "Stop returned before answering queued submits";
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(answers.Get(i).ok()) << i;
+
+  absl::Status late;
+  bool answered = false;
+  batcher.Submit(MakeJob(), [&](absl::StatusOr<SubmitOutcome> r) {
+    late = r.status();
+    answered = true;
+  });
+  EXPECT_TRUE(answered) << "a submit after Stop is answered at once";
+  EXPECT_EQ(late.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace aijobs::scheduler
