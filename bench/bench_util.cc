@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
@@ -20,6 +21,32 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace aijobs::bench {
+
+namespace {
+
+class ErrorCountingReporter : public benchmark::ConsoleReporter {
+ public:
+  ErrorCountingReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.error_occurred) failed.push_back(r.benchmark_name() + ": " + r.error_message);
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  std::vector<std::string> failed;
+};
+
+}  // namespace
+
+int RunBenchmarksMain(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ErrorCountingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  for (const std::string& f : reporter.failed) fprintf(stderr, "bench: FAILED %s\n", f.c_str());
+  return !reporter.failed.empty() && SmokeMode() ? 1 : 0;
+}
 
 bool SmokeMode() {
   const char* v = std::getenv("AIJOBS_BENCH_SMOKE");
@@ -61,20 +88,60 @@ int64_t RssKiB(pid_t pid) {
   return -1;
 }
 
-double CpuSeconds(pid_t pid) {
+
+namespace {
+
+// Parses /proc/<pid>/stat: parent pid and user+system CPU seconds.
+bool ReadStat(pid_t pid, pid_t* ppid, double* cpu_s) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t paren = all.rfind(')');  // the command name may contain spaces
-  if (paren == std::string::npos) return -1;
+  if (paren == std::string::npos || paren + 2 >= all.size()) return false;
   std::istringstream fields(all.substr(paren + 2));
   std::string f;
-  // After ")": state is field 3; utime and stime are fields 14 and 15.
   double utime = 0, stime = 0;
+  long parent = 0;
+  // After ")": state is field 3, ppid field 4, utime and stime fields 14 and 15.
   for (int i = 3; i <= 15 && (fields >> f); ++i) {
+    if (i == 4) parent = std::strtol(f.c_str(), nullptr, 10);
     if (i == 14) utime = std::strtod(f.c_str(), nullptr);
     if (i == 15) stime = std::strtod(f.c_str(), nullptr);
   }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  *ppid = static_cast<pid_t>(parent);
+  *cpu_s = (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return true;
+}
+
+// CPU seconds of `root` and its direct children.
+double TreeCpuSeconds(pid_t root) {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t pid = static_cast<pid_t>(std::strtol(name.c_str(), nullptr, 10));
+    pid_t ppid = 0;
+    double cpu = 0;
+    if (ReadStat(pid, &ppid, &cpu) && (pid == root || ppid == root)) total += cpu;
+  }
+  return total;
+}
+
+}  // namespace
+
+double CpuSeconds(pid_t pid) {
+  pid_t ppid = 0;
+  double cpu = 0;
+  return ReadStat(pid, &ppid, &cpu) ? cpu : -1;
+}
+
+void ReportCpu(benchmark::State& state, const CpuUse& a, const CpuUse& b, absl::Duration wall) {
+  double s = absl::ToDoubleSeconds(wall);
+  if (s <= 0) return;
+  state.counters["cpu_sched_pct"] = (b.scheduler - a.scheduler) / s * 100;
+  state.counters["cpu_pg_pct"] = (b.postgres - a.postgres) / s * 100;
+  state.counters["cpu_workers_pct"] = (b.workers - a.workers) / s * 100;
+  state.counters["cpu_bench_pct"] = (b.bench - a.bench) / s * 100;
 }
 
 v1::SubmitJobRequest SimChatRequest(const std::string& sim_json) {
@@ -229,6 +296,19 @@ absl::StatusOr<std::vector<v1::Job>> Cluster::ListAll(v1::JobState state) {
     if (token.empty()) return jobs;
   }
   return absl::InternalError("ListJobs: page token not advancing");
+}
+
+CpuUse Cluster::Cpu() {
+  CpuUse u;
+  u.scheduler = CpuSeconds(scheduler_->Pid());
+  std::ifstream pidfile(pg_->datadir() + "/postmaster.pid");
+  long postmaster = 0;
+  if (pidfile >> postmaster && postmaster > 0) {
+    u.postgres = TreeCpuSeconds(static_cast<pid_t>(postmaster));
+  }
+  for (auto& w : workers_) u.workers += CpuSeconds(w->Pid());
+  u.bench = CpuSeconds(getpid());
+  return u;
 }
 
 absl::StatusOr<bool> Cluster::AllFinished() {

@@ -28,6 +28,12 @@
 
 namespace aijobs::bench {
 
+// The suites' main(): runs the benchmarks selected by the command line (all google-benchmark
+// flags work, --benchmark_out included) and prints every run that failed. Returns 1 when a
+// benchmark reported an error in smoke mode, so the bench-smoke tests fail instead of
+// passing over a skipped suite; 0 otherwise (a full run keeps going and shows the error).
+int RunBenchmarksMain(int argc, char** argv);
+
 // True when AIJOBS_BENCH_SMOKE is set to a non-empty value other than "0": the suites shrink
 // their workloads so the whole binary finishes in seconds (ctest label bench-smoke).
 bool SmokeMode();
@@ -52,6 +58,16 @@ void ReportLatency(benchmark::State& state, const std::string& prefix, const Lat
 int64_t RssKiB(pid_t pid);
 // User + system CPU seconds a process has used so far (-1 when unreadable).
 double CpuSeconds(pid_t pid);
+
+// CPU seconds used so far by each process group of the cluster and by this process.
+struct CpuUse {
+  double scheduler = 0;
+  double postgres = 0;  // postmaster and all its children (backends, WAL writer, ...)
+  double workers = 0;
+  double bench = 0;     // this process: the clients
+};
+// Percent of one core each group used between `a` and `b` over `wall` (200 = both cores).
+void ReportCpu(benchmark::State& state, const CpuUse& a, const CpuUse& b, absl::Duration wall);
 
 // The chat request every no-op benchmark submits: one user message "x" plus input.sim.
 v1::SubmitJobRequest SimChatRequest(const std::string& sim_json);
@@ -84,6 +100,9 @@ class Cluster {
   // The SDK client every benchmark submits through (one channel, as the SDK recommends).
   aijobs::Client& client() { return *client_; }
   v1::JobService::Stub* stub() { return stub_.get(); }
+
+  // CPU used so far by the scheduler, PostgreSQL, the workers and this process.
+  CpuUse Cpu();
 
   // Pages through ListJobs(state) and returns every job.
   absl::StatusOr<std::vector<v1::Job>> ListAll(v1::JobState state);

@@ -121,11 +121,14 @@ void BM_Submit_Durable(benchmark::State& state) {
                            std::min(concurrency * 2, 128));
   const v1::SubmitJobRequest request = SimChatRequest(kNoopSim);
   SubmitRun run;
+  CpuUse cpu0, cpu1;
   for (auto _ : state) {
     c->StopWorkers();  // nothing consumes: this measures the durable enqueue alone
     if (!Check(state, c->ResetJobs(), "reset")) return;
     if (!Check(state, c->AllFinished().status(), "warm-up")) return;
+    cpu0 = c->Cpu();
     run = RunSubmitters(c->client(), request, total, concurrency);
+    cpu1 = c->Cpu();
     state.SetIterationTime(absl::ToDoubleSeconds(run.end - run.start));
   }
   if (run.errors > 0) {
@@ -136,6 +139,7 @@ void BM_Submit_Durable(benchmark::State& state) {
   state.counters["jobs_per_s"] = total / absl::ToDoubleSeconds(run.end - run.start);
   ReportLatency(state, "", Summarize(run.latencies_ms));
   state.counters["rss_mib"] = SchedulerRssMiB(c);
+  ReportCpu(state, cpu0, cpu1, run.end - run.start);
 }
 BENCHMARK(BM_Submit_Durable)
     ->ArgName("concurrency")
@@ -167,6 +171,8 @@ void BM_EndToEnd_NoopLLM(benchmark::State& state) {
   SubmitRun run;
   std::vector<double> sched_ms;
   int succeeded = 0;
+  CpuUse cpu0, cpu1;
+  absl::Time drained;
   for (auto _ : state) {
     c->StopWorkers();
     if (!Check(state, c->ResetJobs(), "reset")) return;
@@ -175,6 +181,7 @@ void BM_EndToEnd_NoopLLM(benchmark::State& state) {
 
     absl::Mutex watchers_mu;
     std::vector<std::unique_ptr<AsyncWatcher>> watchers;
+    cpu0 = c->Cpu();
     run = RunSubmitters(
         c->client(), request, total, 64, [&](int index, const v1::Job& job, absl::Time t0) {
           if (index % sample_every != 0) return;
@@ -194,6 +201,8 @@ void BM_EndToEnd_NoopLLM(benchmark::State& state) {
       return;
     }
     if (!Check(state, WaitAllFinished(c, absl::Seconds(Scaled(600, 60))), "drain")) return;
+    cpu1 = c->Cpu();
+    drained = absl::Now();
     for (auto& w : watchers) w->WaitDone(absl::Seconds(30));
     watchers.clear();
 
@@ -231,6 +240,7 @@ void BM_EndToEnd_NoopLLM(benchmark::State& state) {
   state.counters["sched_p50_ms"] = sched.p50_ms;
   state.counters["sched_p99_ms"] = sched.p99_ms;
   state.counters["rss_mib"] = SchedulerRssMiB(c);
+  ReportCpu(state, cpu0, cpu1, drained - run.start);
 }
 BENCHMARK(BM_EndToEnd_NoopLLM)
     ->ArgNames({"workers", "slots"})
@@ -320,6 +330,7 @@ struct StreamingResult {
   double wall_s = 0;
   std::vector<double> health_ms;
   int health_failures = 0;
+  CpuUse cpu0, cpu1;
 };
 
 absl::Status RunStreaming(Cluster* c, int streams, bool probe_health, StreamingResult* out) {
@@ -350,6 +361,7 @@ absl::Status RunStreaming(Cluster* c, int streams, bool probe_health, StreamingR
   std::unique_ptr<HealthProber> prober;
   if (probe_health) prober = std::make_unique<HealthProber>(c->address(), absl::Milliseconds(10));
   absl::Time start = absl::Now();
+  out->cpu0 = c->Cpu();
   SubmitRun run = RunSubmitters(
       c->client(), request, streams, std::min(streams, 64),
       [&](int index, const v1::Job& job, absl::Time) {
@@ -380,6 +392,7 @@ absl::Status RunStreaming(Cluster* c, int streams, bool probe_health, StreamingR
     if (!w->WaitDone(budget)) return absl::DeadlineExceededError("a watch did not end");
   }
   out->wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  out->cpu1 = c->Cpu();
   if (prober) out->health_ms = prober->Stop(&out->health_failures);
   for (int i = 0; i < streams; ++i) {
     out->succeeded += per[i].succeeded ? 1 : 0;
@@ -401,6 +414,7 @@ void ReportStreaming(benchmark::State& state, Cluster* c, int streams, const Str
   state.counters["replayed"] = r.replayed;
   ReportLatency(state, "", Summarize(r.relay_ms));
   state.counters["rss_mib"] = SchedulerRssMiB(c);
+  ReportCpu(state, r.cpu0, r.cpu1, absl::Seconds(r.wall_s));
 }
 
 void BM_TokenRelay(benchmark::State& state) {
@@ -607,4 +621,4 @@ BENCHMARK(BM_LLMBound)
 }  // namespace
 }  // namespace aijobs::bench
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return aijobs::bench::RunBenchmarksMain(argc, argv); }

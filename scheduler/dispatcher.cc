@@ -37,7 +37,10 @@ void Dispatcher::Wake() {
 
 void Dispatcher::WakeAt(absl::Time t) {
   absl::MutexLock lock(&mu_);
-  next_wake_ = std::min(next_wake_, t);
+  if (t < next_wake_) {
+    next_wake_ = t;
+    rearm_ = true;  // the loop recomputes its wait deadline
+  }
 }
 
 std::shared_ptr<WorkerSession> Dispatcher::FindRunning(const std::string& job_id) {
@@ -113,10 +116,18 @@ void Dispatcher::Loop() {
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stopping_ || wake_ || !lost_.empty();
+        return stopping_ || wake_ || rearm_ || !lost_.empty();
       };
-      absl::Time deadline = std::min(next_wake_, absl::Now() + options_.poll_interval);
-      mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+      absl::Time poll_deadline = absl::Now() + options_.poll_interval;
+      while (true) {
+        rearm_ = false;
+        if (mu_.AwaitWithDeadline(absl::Condition(&ready), std::min(next_wake_, poll_deadline)) &&
+            rearm_ && !stopping_ && !wake_ && lost_.empty() && absl::Now() < next_wake_) {
+          continue;  // an earlier WakeAt: wait again with the new deadline
+        }
+        break;
+      }
+      rearm_ = false;
       if (absl::Now() >= next_wake_) next_wake_ = absl::InfiniteFuture();
       lost.swap(lost_);
       wake_ = false;

@@ -64,6 +64,7 @@ class Dispatcher {
   std::vector<std::shared_ptr<WorkerSession>> sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<WorkerSession>> lost_ ABSL_GUARDED_BY(mu_);
   bool wake_ ABSL_GUARDED_BY(mu_) = true;
+  bool rearm_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   size_t rotate_ = 0;  // only the loop thread

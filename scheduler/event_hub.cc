@@ -174,13 +174,19 @@ void EventHub::ConfirmFlushed(const std::vector<DeltaRow>& rows, bool ok) {
     for (auto& p : c.in_flight) {
       if (p.seq() > last) {
         keep.push_back(std::move(p));
-      } else if (!ok && c.running && c.buffered_attempt == row.batch.attempt()) {
-        c.pending.insert(c.pending.begin(), p);  // retried on the next flush
+      } else if (!ok && c.buffered_attempt == row.batch.attempt()) {
+        // Not persisted: retried on the next flush while the attempt runs; once it ended,
+        // kept in the tail (which its final transition writes) so subscribers still see it.
+        (c.running ? c.pending : c.tail).push_back(p);
       }
     }
     if (!ok) {
-      std::sort(c.pending.begin(), c.pending.end(),
-                [](const Piece& a, const Piece& b) { return a.seq() < b.seq(); });
+      auto by_seq = [](const Piece& a, const Piece& b) { return a.seq() < b.seq(); };
+      std::sort(c.pending.begin(), c.pending.end(), by_seq);
+      std::sort(c.tail.begin(), c.tail.end(), by_seq);
+      c.tail.erase(std::unique(c.tail.begin(), c.tail.end(),
+                               [](const Piece& a, const Piece& b) { return a.seq() == b.seq(); }),
+                   c.tail.end());
     }
     c.in_flight = std::move(keep);
     EraseIfIdle(shard, row.job_id);

@@ -177,7 +177,7 @@ TEST(EventHubTest, SubscribeReturnsPendingInFlightAndTailEvents) {
   EXPECT_THAT(DescribeAll(s1->events()), ElementsAre("6 a1 d", "7 final SUCCEEDED"));
 }
 
-// BUG: EndAttempt copies in-flight pieces into the returned `unflushed` but keeps them only
+// Regression (fixed): EndAttempt copies in-flight pieces into the returned `unflushed` but keeps them only
 // in Channel::in_flight, not in the tail (event_hub.cc:117-121). When the flusher's write of
 // those pieces then fails, ConfirmFlushed(ok=false) drops them because the attempt is no
 // longer running (event_hub.cc:175-177) and EraseIfIdle may even erase the channel. Until

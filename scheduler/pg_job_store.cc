@@ -1,5 +1,6 @@
 #include "scheduler/pg_job_store.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -208,7 +209,7 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
     }
     p.Add(created_us).Add(id);
   }
-  p.Add(int64_t{query.page_size + 1});
+  p.Add(int64_t{std::max(query.page_size, 1) + 1});
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   auto r = (*conn)->ExecPrepared(
@@ -221,7 +222,7 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   if (!r.ok()) return r.status();
   ListPage page;
   page.jobs = RowsToJobs(*r);
-  if (static_cast<int>(page.jobs.size()) > query.page_size) {
+  if (static_cast<int>(page.jobs.size()) > std::max(query.page_size, 1)) {
     page.jobs.pop_back();
     const v1::Job& last = page.jobs.back();
     page.next_page_token = absl::StrCat(TimestampToMicros(last.created_at()), ".", last.id());
@@ -235,7 +236,7 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
   static constexpr char kSql[] =
       "WITH c AS (SELECT id AS c_id FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
       "AND run_after <= now() ORDER BY priority DESC, run_after LIMIT $2 FOR UPDATE SKIP LOCKED), "
-      "upd AS (UPDATE jobs SET state = 2, attempt = attempt + 1, lease_owner = $3, "
+      "upd AS (UPDATE jobs SET state = 2, attempt = attempt + 1, error = NULL, lease_owner = $3, "
       "lease_expires_at = now() + $4::int8 * interval '1 millisecond', started_at = now(), "
       "updated_at = now(), last_seq = last_seq + 1 FROM c WHERE id = c_id RETURNING " JOB_COLUMNS
       "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd ORDER BY priority DESC, run_after_us";
@@ -285,7 +286,7 @@ absl::Status PgJobStore::AppendDeltas(const std::vector<DeltaRow>& rows) {
       "$5::int8[]) AS t(u_id, u_seq, u_attempt, u_payload, u_time)), "
       "ins AS (INSERT INTO job_events (job_id, seq, kind, attempt, payload, time) "
       "SELECT u_id, u_seq, 2, u_attempt, u_payload, 'epoch'::timestamptz + u_time * "
-      "interval '1 microsecond' FROM u JOIN jobs j ON j.id = u_id AND j.attempt = u_attempt "
+      "interval '1 microsecond' FROM u JOIN jobs j ON j.id = u_id AND j.attempt = u_attempt AND j.state = 2 "
       "ON CONFLICT DO NOTHING RETURNING job_id, seq) "
       "UPDATE jobs j SET last_seq = m.s FROM (SELECT job_id, max(seq) AS s FROM ins "
       "GROUP BY job_id) m WHERE j.id = m.job_id AND j.last_seq < m.s";

@@ -39,7 +39,7 @@ constexpr absl::Duration kDefaultTimeout = absl::Minutes(10);
 
 // A short, comparable description of an event, so sequences read as expectations. The
 // error of a RUNNING state change is left out here: StoredTransitionEventsMatchLiveOnes
-// covers it (see the BUG there), the other tests are about other things.
+// covers it (see the regression test there), the other tests are about other things.
 std::string Describe(const v1::JobEvent& e) {
   switch (e.event_case()) {
     case v1::JobEvent::kStateChange: {
@@ -235,6 +235,21 @@ TEST_F(PgJobStoreTest, InsertJobsReturnsQueuedJobsWithFirstEvent) {
   EXPECT_EQ(page->job.id(), a.id);
 }
 
+TEST_F(PgJobStoreTest, EmptyBatchesAreNoOps) {
+  auto inserted = store_->InsertJobs({});
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_THAT(*inserted, IsEmpty());
+  auto finished = store_->FinishAttempts({});
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_THAT(*finished, IsEmpty());
+  EXPECT_TRUE(store_->AppendDeltas({}).ok());
+  EXPECT_TRUE(store_->ExtendLeases({}, kLease).ok());
+  auto claimed = store_->ClaimJobs({"chat"}, 10, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_THAT(*claimed, IsEmpty());
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 0);
+}
+
 TEST_F(PgJobStoreTest, IdempotencyKeyReturnsExistingJobAcrossCalls) {
   NewJob first = MakeJob();
   first.idempotency_key = "order-42";
@@ -284,6 +299,29 @@ TEST_F(PgJobStoreTest, IdempotencyKeyTwiceInOneBatchCreatesOneJob) {
   EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 3);
   EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '", a.id, "'")),
             1);
+}
+
+TEST_F(PgJobStoreTest, ConcurrentSubmitsWithOneKeyCreateOneJob) {
+  constexpr int kThreads = 8;
+  std::vector<absl::StatusOr<std::vector<SubmitOutcome>>> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    NewJob j = MakeJob();
+    j.idempotency_key = "same-key";
+    threads.emplace_back([this, &results, i, j] { results[i] = store_->InsertJobs({j}); });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  int created = 0;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->size(), 1u);
+    ids.insert((*r)[0].job.id());
+    if (!(*r)[0].existing) ++created;
+  }
+  EXPECT_EQ(ids.size(), 1u) << "callers with one idempotency key got different jobs";
+  EXPECT_EQ(created, 1);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 1);
 }
 
 TEST_F(PgJobStoreTest, OtherTenantsJobIsNotFound) {
@@ -680,14 +718,15 @@ TEST_F(PgJobStoreTest, ReadEventsPagesByStoredRows) {
   EXPECT_THAT(DescribeAll(page->events), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1"));
   page = store_->ReadEvents(Caller{}, job.id(), 2, 2);
   ASSERT_TRUE(page.ok()) << page.status();
-  EXPECT_THAT(DescribeAll(page->events), ElementsAre("3 delta a1 a", "4 delta a1 b", "5 delta a1 c"));
+  EXPECT_THAT(DescribeAll(page->events),
+              ElementsAre("3 delta a1 a", "4 delta a1 b", "5 delta a1 c"));
   page = store_->ReadEvents(Caller{}, job.id(), 5, 2);
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_FALSE(page->more);
   EXPECT_THAT(page->events, IsEmpty());
 }
 
-// BUG: AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt = u_attempt),
+// Regression (fixed): AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt = u_attempt),
 // not on the job still RUNNING. When a job is cancelled by another replica (its CancelJob
 // only knows the stored last_seq), the replica that runs the attempt later flushes deltas
 // it had buffered; they are stored after the final_job event and raise last_seq past it, so
@@ -712,9 +751,9 @@ TEST_F(PgJobStoreTest, DeltasAfterTheFinalEventAreDropped) {
 
 // A watcher on the running replica gets TransitionEvent(job) live; one that resumes later
 // reads the same transition back from the store. Both must see the same event.
-// BUG: the RUNNING state change of a retried attempt read back from job_events carries the
+// Regression (fixed): the RUNNING state change of a retried attempt read back from job_events carries the
 // previous attempt's error (e.g. RATE_LIMITED) while the live one (TransitionEvent,
-// event_hub.cc:37, which drops the error for RUNNING) does not. Cause: ClaimJobs
+// event_hub.cc:42, which drops the error for RUNNING) does not. Cause: ClaimJobs
 // (pg_job_store.cc, claim_jobs) leaves jobs.error set, and TRANSITION_EVENTS copies the error
 // column into every event; ReadEvents then attaches it. The job itself also reports the old
 // error while RUNNING although job.proto says error is set only on FAILED/CANCELLED/QUEUED.

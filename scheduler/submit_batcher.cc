@@ -11,12 +11,14 @@ SubmitBatcher::SubmitBatcher(JobStore* store, std::function<void()> on_inserted,
 SubmitBatcher::~SubmitBatcher() { Stop(); }
 
 void SubmitBatcher::Submit(NewJob job, Callback done) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) {
-    done(absl::UnavailableError("scheduler is shutting down; retry on another replica"));
-    return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      queue_.push_back({std::move(job), std::move(done)});
+      return;
+    }
   }
-  queue_.push_back({std::move(job), std::move(done)});
+  done(absl::UnavailableError("scheduler is shutting down; retry on another replica"));
 }
 
 void SubmitBatcher::Stop() {

@@ -29,6 +29,13 @@ absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
       return absl::InvalidArgumentError(
           absl::StrCat("input.messages[", i, "] must be an object with role and content"));
     }
+    auto role = m.struct_value().fields().find("role");
+    if (role == m.struct_value().fields().end() ||
+        role->second.kind_case() != google::protobuf::Value::kStringValue ||
+        role->second.string_value().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input.messages[", i, "].role must be a string such as \"user\" or \"system\""));
+    }
     auto content = m.struct_value().fields().find("content");
     if (content == m.struct_value().fields().end() ||
         content->second.kind_case() != google::protobuf::Value::kStringValue) {
@@ -73,6 +80,12 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
     if (it == request.input().fields().end() || !it->second.has_list_value() ||
         it->second.list_value().values().empty()) {
       return absl::InvalidArgumentError("input.texts must be a non-empty list of strings");
+    }
+    const auto& texts = it->second.list_value().values();
+    for (int i = 0; i < texts.size(); ++i) {
+      if (texts[i].kind_case() != google::protobuf::Value::kStringValue) {
+        return absl::InvalidArgumentError(absl::StrCat("input.texts[", i, "] must be a string"));
+      }
     }
   }
   if (!is_known_type(request.type())) {

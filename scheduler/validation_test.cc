@@ -93,7 +93,7 @@ TEST(ValidateSubmitTest, EmbedNeedsNonEmptyTexts) {
   ExpectInvalid(Validate(Request("embed", R"({"texts":"one"})")), "input.texts");
 }
 
-// BUG: validation.cc (ValidateSubmit, embed branch, lines 76-81) checks only that
+// Regression (fixed): validation.cc (ValidateSubmit, embed branch, lines 71-76) checks only that
 // input.texts is a non-empty list, although its own message says "a non-empty list of
 // strings": {"texts":[1, {"a":2}]} is accepted and the job only fails later on the worker
 // (INVALID_INPUT, after queueing and claiming). Fix: loop over the values and reject any
