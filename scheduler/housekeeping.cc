@@ -133,11 +133,24 @@ void Housekeeping::RetentionLoop() {
   }
 }
 
+void Housekeeping::CancelLocalAttempt(const std::string& job_id) {
+  std::shared_ptr<WorkerSession> session = dispatcher_->FindRunning(job_id);
+  if (!session) return;
+  int32_t attempt = session->RunningAttempt(job_id);
+  if (attempt == 0) return;
+  // The job is already CANCELLED in the database (by another replica): stop the attempt and
+  // drop its unwritten output; the worker's CANCELLED report then frees the slot.
+  hub_->EndAttempt(job_id, attempt);
+  session->SendCancel(job_id, attempt, "cancelled by request");
+  spdlog::info("cancelled attempt {} of job {} on worker {} (cancel from another replica)",
+               attempt, job_id, session->worker_id());
+}
+
 void Housekeeping::ListenLoop() {
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stop_.HasBeenNotified()) {
     auto conn = pg::Connection::Open(options_.database_url, 0);
-    if (!conn.ok() || !(*conn)->Exec("LISTEN aijobs_jobs").ok()) {
+    if (!conn.ok() || !(*conn)->Exec("LISTEN aijobs_jobs; LISTEN aijobs_cancel").ok()) {
       if (!Sleep(backoff)) return;
       backoff = std::min(backoff * 2, absl::Seconds(5));
       continue;
@@ -152,7 +165,13 @@ void Housekeeping::ListenLoop() {
       if (r == 0) continue;
       auto notes = (*conn)->ConsumeNotifications();
       if (!notes.ok()) break;
-      if (!notes->empty()) dispatcher_->Wake();
+      for (const auto& n : *notes) {
+        if (n.channel == "aijobs_cancel") {
+          CancelLocalAttempt(n.payload);
+        } else {
+          dispatcher_->Wake();
+        }
+      }
     }
   }
 }

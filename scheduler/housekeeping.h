@@ -57,6 +57,7 @@ class Housekeeping {
   void TimeOutOverdue(const std::shared_ptr<WorkerSession>& session);
   void RetentionLoop();
   void ListenLoop();
+  void CancelLocalAttempt(const std::string& job_id);
   void NotifyLoop();
   // Waits `d` or until stopped; returns false when stopped.
   bool Sleep(absl::Duration d);

@@ -355,7 +355,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
     auto r = deps_.store->CancelJob(caller, id, reason, last_seq);
     if (r.ok()) {
       deps_.hub->Publish(TransitionEvent(*r));
-      if (session && attempt > 0) session->SendCancel(id, attempt, reason);
+      if (session && attempt > 0) {
+        session->SendCancel(id, attempt, reason);
+      } else if (r->attempt() > 0) {
+        // Possibly running on another replica's worker: tell that replica.
+        absl::Status n = deps_.store->NotifyCancelled(id);
+        if (!n.ok()) spdlog::warn("cancel notification for {} failed: {}", id, n.ToString());
+      }
       *job = std::move(*r);
     }
     reactor->Finish(ToGrpcStatus(r.status()));

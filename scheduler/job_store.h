@@ -150,6 +150,9 @@ class JobStore {
 
   // Wakes other replicas' dispatchers (one NOTIFY).
   virtual absl::Status NotifyNewJobs() = 0;
+  // Tells the replica running `job_id` (whichever it is) that the job was cancelled, so it
+  // aborts the attempt on its worker.
+  virtual absl::Status NotifyCancelled(const std::string& job_id) = 0;
 };
 
 }  // namespace aijobs::scheduler

@@ -560,4 +560,12 @@ absl::Status PgJobStore::NotifyNewJobs() {
   return (*conn)->Exec("NOTIFY aijobs_jobs").status();
 }
 
+absl::Status PgJobStore::NotifyCancelled(const std::string& job_id) {
+  Params p;
+  p.Add(job_id);
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)->ExecParams("SELECT pg_notify('aijobs_cancel', $1)", p).status();
+}
+
 }  // namespace aijobs::scheduler

@@ -37,6 +37,7 @@ class PgJobStore : public JobStore {
   absl::Status RegisterJobTypes(const std::vector<std::string>& types) override;
   absl::StatusOr<std::vector<std::string>> KnownJobTypes() override;
   absl::Status NotifyNewJobs() override;
+  absl::Status NotifyCancelled(const std::string& job_id) override;
 
  private:
   pg::Pool* pool_;

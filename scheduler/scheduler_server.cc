@@ -135,7 +135,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &impl->port);
   builder.RegisterService(impl->job_service.get());
   builder.RegisterService(impl->worker_service.get());
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_input_bytes * 2, 4 << 20)));
+  // Worker messages batch many results (an embed result alone can pass 4 MiB); client input
+  // size is checked separately against --max_input_bytes with a clear error.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_input_bytes * 2, 64 << 20)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

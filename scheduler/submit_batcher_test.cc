@@ -112,6 +112,7 @@ class FakeJobStore : public JobStore {
     return absl::UnimplementedError("KnownJobTypes");
   }
   absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
+  absl::Status NotifyCancelled(const std::string&) override { return absl::OkStatus(); }
 
  private:
   absl::Mutex mu_;

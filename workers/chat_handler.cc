@@ -79,13 +79,14 @@ absl::StatusOr<ChatRequest> ParseChatInput(const Struct& input, const std::strin
     request.messages.push_back(std::move(message));
   }
 
-  if (auto it = fields.find("model"); it != fields.end() &&
-                                      it->second.kind_case() != Value::kNullValue) {
-    if (it->second.kind_case() != Value::kStringValue) return Invalid("input.model must be a string");
+  if (auto it = fields.find("model");
+      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
+    if (it->second.kind_case() != Value::kStringValue)
+      return Invalid("input.model must be a string");
     request.model = it->second.string_value();
   }
-  if (auto it = fields.find("max_tokens"); it != fields.end() &&
-                                           it->second.kind_case() != Value::kNullValue) {
+  if (auto it = fields.find("max_tokens");
+      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
     double v = it->second.number_value();
     if (it->second.kind_case() != Value::kNumberValue || !(v >= 0 && v <= 1e7) ||
         v != std::floor(v)) {
@@ -93,8 +94,8 @@ absl::StatusOr<ChatRequest> ParseChatInput(const Struct& input, const std::strin
     }
     request.max_tokens = static_cast<int>(v);
   }
-  if (auto it = fields.find("temperature"); it != fields.end() &&
-                                            it->second.kind_case() != Value::kNullValue) {
+  if (auto it = fields.find("temperature");
+      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
     double v = it->second.number_value();
     if (it->second.kind_case() != Value::kNumberValue || !(v >= 0 && v <= 2)) {
       return Invalid("input.temperature must be a number between 0 and 2");

@@ -12,8 +12,8 @@ namespace aijobs::worker {
 namespace {
 
 using testing::FakeJobContext;
-using testing::JsonStruct;
 using ::testing::HasSubstr;
+using testing::JsonStruct;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
@@ -40,8 +40,9 @@ TEST(ChatHandlerTest, ValidationSaysWhatIsWrong) {
               HasSubstr("input.messages must be a non-empty list"));
   EXPECT_THAT(InvalidMessage(R"({"messages": ["hi"]})"),
               HasSubstr("input.messages[0] must be an object"));
-  EXPECT_THAT(InvalidMessage(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user"}]})"),
-              HasSubstr("input.messages[1].content must be a string"));
+  EXPECT_THAT(
+      InvalidMessage(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user"}]})"),
+      HasSubstr("input.messages[1].content must be a string"));
   EXPECT_THAT(InvalidMessage(R"({"messages": [{"content": 5}]})"),
               HasSubstr("input.messages[0].content must be a string"));
   EXPECT_THAT(InvalidMessage(R"({"messages": [{"role": 1, "content": "a"}]})"),
@@ -55,11 +56,11 @@ TEST(ChatHandlerTest, ValidationSaysWhatIsWrong) {
 }
 
 TEST(ChatHandlerTest, ParsesAllFields) {
-  absl::StatusOr<ChatRequest> r = ParseChatInput(
-      JsonStruct(R"({"model": "m", "max_tokens": 9, "temperature": 0.5,
+  absl::StatusOr<ChatRequest> r =
+      ParseChatInput(JsonStruct(R"({"model": "m", "max_tokens": 9, "temperature": 0.5,
                     "messages": [{"content": "hi"}, {"role": "assistant", "content": "yo"}],
                     "sim": {"tokens": 2}})"),
-      "sim");
+                     "sim");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->model, "m");
   EXPECT_EQ(r->max_tokens, 9);
@@ -108,10 +109,9 @@ TEST(ChatHandlerTest, InvalidInputFailsNonRetryable) {
 
 TEST(ChatHandlerTest, ProviderFailureIsReportedWithRetryHint) {
   SimProvider sim(Fast());
-  auto ctx = std::make_shared<FakeJobContext>(
-      JsonStruct(R"({"messages": [{"content": "x"}],
+  auto ctx = std::make_shared<FakeJobContext>(JsonStruct(R"({"messages": [{"content": "x"}],
                     "sim": {"fail_attempts": 1, "fail_after_tokens": 2, "retry_after_ms": 40}})"),
-      /*attempt=*/1);
+                                              /*attempt=*/1);
   ChatHandler handler(ctx, &sim);
   handler.Start();
   ASSERT_TRUE(ctx->WaitFinished(kWait));

@@ -55,8 +55,8 @@ absl::StatusOr<EmbedRequest> ParseEmbedInput(const Struct& input,
     }
     request.texts.push_back(list[i].string_value());
   }
-  if (auto it = fields.find("model"); it != fields.end() &&
-                                      it->second.kind_case() != Value::kNullValue) {
+  if (auto it = fields.find("model");
+      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
     if (it->second.kind_case() != Value::kStringValue) {
       return absl::InvalidArgumentError("input.model must be a string");
     }
@@ -64,7 +64,8 @@ absl::StatusOr<EmbedRequest> ParseEmbedInput(const Struct& input,
   }
   if (auto it = fields.find(provider_name); it != fields.end()) {
     if (it->second.kind_case() != Value::kStructValue) {
-      return absl::InvalidArgumentError(absl::StrCat("input.", provider_name, " must be an object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input.", provider_name, " must be an object"));
     }
     request.provider_options = it->second.struct_value();
   }

@@ -6,10 +6,10 @@
 //   absl::StatusOr<EmbedRequest> r = ParseEmbedInput(input, "sim");  // validation alone
 #pragma once
 
+#include <google/protobuf/struct.pb.h>
+
 #include <memory>
 #include <string>
-
-#include <google/protobuf/struct.pb.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"

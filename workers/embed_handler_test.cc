@@ -12,8 +12,8 @@ namespace aijobs::worker {
 namespace {
 
 using testing::FakeJobContext;
-using testing::JsonStruct;
 using ::testing::HasSubstr;
+using testing::JsonStruct;
 
 SimOptions Fast() {
   SimOptions o;

@@ -6,12 +6,12 @@
 //   server.service.Send(assignment);
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -31,9 +31,8 @@ inline constexpr absl::Duration kWait = absl::Seconds(15);
 // Answers hello with a welcome whose heartbeat_interval is 50 ms.
 class FakeScheduler : public aijobs::v1::WorkerService::Service {
  public:
-  grpc::Status Connect(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<SchedulerMessage, WorkerMessage>* stream) override {
+  grpc::Status Connect(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<SchedulerMessage, WorkerMessage>* stream) override {
     {
       absl::MutexLock lock(&write_mu_);
       stream_ = stream;
@@ -110,8 +109,8 @@ class FakeScheduler : public aijobs::v1::WorkerService::Service {
 
  private:
   absl::Mutex write_mu_;
-  grpc::ServerReaderWriter<SchedulerMessage, WorkerMessage>* stream_
-      ABSL_GUARDED_BY(write_mu_) = nullptr;
+  grpc::ServerReaderWriter<SchedulerMessage, WorkerMessage>* stream_ ABSL_GUARDED_BY(write_mu_) =
+      nullptr;
   absl::Mutex mu_;
   std::vector<WorkerMessage> received_ ABSL_GUARDED_BY(mu_);
   int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;

@@ -9,8 +9,8 @@ namespace aijobs::worker {
 absl::Status HandlerRegistry::Register(const std::string& type, HandlerFactory factory) {
   if (type.empty()) return absl::InvalidArgumentError("job type must not be empty");
   if (!factories_.emplace(type, std::move(factory)).second) {
-    return absl::AlreadyExistsError(absl::StrCat("a handler for job type '", type,
-                                                 "' is already registered"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("a handler for job type '", type, "' is already registered"));
   }
   return absl::OkStatus();
 }

@@ -7,13 +7,13 @@
 //   std::shared_ptr<JobHandler> h = registry.Create("chat", ctx);  h->Start();
 #pragma once
 
+#include <google/protobuf/struct.pb.h>
+
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/struct.pb.h>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"

@@ -7,12 +7,12 @@
 //   ...; call->Cancel();  // optional: no callback fires once Cancel() returns
 #pragma once
 
+#include <google/protobuf/struct.pb.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/struct.pb.h>
 
 #include "absl/time/time.h"
 
@@ -26,7 +26,7 @@ struct ChatMessage {
 struct ChatRequest {
   std::string model;  // Empty: the provider's default model.
   std::vector<ChatMessage> messages;
-  int max_tokens = 0;                // 0: the provider's default length.
+  int max_tokens = 0;                 // 0: the provider's default length.
   std::optional<double> temperature;  // Unset: the provider's default.
   // Which attempt of the job this call serves (1-based). Informational for real providers;
   // the sim uses it for deterministic fault injection (fail_attempts).

@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage("Runs aijobs jobs for a scheduler: aijobs-worker --scheduler HOST:PORT");
+  absl::SetProgramUsageMessage(
+      "Runs aijobs jobs for a scheduler: aijobs-worker --scheduler HOST:PORT");
   absl::ParseCommandLine(argc, argv);
   aijobs::InitLogging("aijobs-worker");
 

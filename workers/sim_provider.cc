@@ -12,14 +12,14 @@ namespace aijobs::worker {
 namespace {
 
 constexpr const char* kVocabulary[] = {
-    "the",     "a",       "model",   "answer",  "token",  "stream",  "job",     "worker",
-    "queue",   "durable", "fast",    "simple",  "result", "context", "prompt",  "reply",
-    "system",  "user",    "data",    "signal",  "quiet",  "bright",  "river",   "stone",
-    "cloud",   "light",   "green",   "blue",    "north",  "south",   "early",   "late",
-    "and",     "of",      "to",      "in",      "with",   "for",     "on",      "by",
-    "runs",    "writes",  "reads",   "sends",   "holds",  "brings",  "finds",   "keeps",
-    "many",    "few",     "every",   "some",    "small",  "large",   "steady",  "careful",
-    "morning", "evening", "garden",  "harbor",  "market", "window",  "journey", "letter"};
+    "the",     "a",       "model",  "answer", "token",  "stream",  "job",     "worker",
+    "queue",   "durable", "fast",   "simple", "result", "context", "prompt",  "reply",
+    "system",  "user",    "data",   "signal", "quiet",  "bright",  "river",   "stone",
+    "cloud",   "light",   "green",  "blue",   "north",  "south",   "early",   "late",
+    "and",     "of",      "to",     "in",     "with",   "for",     "on",      "by",
+    "runs",    "writes",  "reads",  "sends",  "holds",  "brings",  "finds",   "keeps",
+    "many",    "few",     "every",  "some",   "small",  "large",   "steady",  "careful",
+    "morning", "evening", "garden", "harbor", "market", "window",  "journey", "letter"};
 constexpr int kVocabularySize = sizeof(kVocabulary) / sizeof(kVocabulary[0]);
 
 uint64_t Fnv1a(uint64_t hash, const std::string& text) {
@@ -52,8 +52,8 @@ int CountWords(const std::vector<ChatMessage>& messages) {
 }
 
 // Reads a non-negative number option; `integer` also requires a whole number.
-absl::Status ReadNumber(const google::protobuf::Value& value, const std::string& key,
-                        bool integer, double max, double* out) {
+absl::Status ReadNumber(const google::protobuf::Value& value, const std::string& key, bool integer,
+                        double max, double* out) {
   if (value.kind_case() != google::protobuf::Value::kNumberValue) {
     return absl::InvalidArgumentError(absl::StrCat("input.sim.", key, " must be a number"));
   }

@@ -7,12 +7,12 @@
 //   // per-job overrides: request.provider_options = input.sim (see ApplySimOverrides)
 #pragma once
 
+#include <google/protobuf/struct.pb.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/struct.pb.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
@@ -26,14 +26,14 @@ namespace aijobs::worker {
 
 struct SimOptions {
   absl::Duration ttft = absl::Milliseconds(150);  // Time to first token (embed: to result).
-  double tokens_per_s = 60;  // 0: every token at once, right after ttft.
-  int tokens = 40;           // Output length in tokens (capped by ChatRequest::max_tokens).
-  double error_rate = 0;     // Probability in [0, 1] that an attempt fails.
-  bool retryable = true;     // Whether injected failures are retryable.
-  int fail_attempts = 0;     // N > 0: attempts 1..N fail, later ones succeed (overrides rate).
+  double tokens_per_s = 60;                       // 0: every token at once, right after ttft.
+  int tokens = 40;            // Output length in tokens (capped by ChatRequest::max_tokens).
+  double error_rate = 0;      // Probability in [0, 1] that an attempt fails.
+  bool retryable = true;      // Whether injected failures are retryable.
+  int fail_attempts = 0;      // N > 0: attempts 1..N fail, later ones succeed (overrides rate).
   int fail_after_tokens = 0;  // A failing attempt emits this many tokens first.
   absl::Duration retry_after = absl::ZeroDuration();  // Retry-after hint sent with failures.
-  int dims = 8;              // Embedding vector size.
+  int dims = 8;                                       // Embedding vector size.
 };
 
 // Returns `defaults` with the options present in `overrides` (a job's input.sim, keys

@@ -13,9 +13,9 @@
 namespace aijobs::worker {
 namespace {
 
+using ::testing::HasSubstr;
 using testing::JsonStruct;
 using testing::RecordingChatSink;
-using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
@@ -130,10 +130,9 @@ TEST(SimProviderTest, BadOverridesFailAsInvalidInput) {
   EXPECT_FALSE(sink->error()->retryable);
   EXPECT_THAT(sink->error()->message, HasSubstr("input.sim.tokens"));
 
-  EXPECT_THAT(std::string(ApplySimOverrides(SimOptions{}, JsonStruct(R"({"ttft": 5})"))
-                              .status()
-                              .message()),
-              HasSubstr("input.sim.ttft is not a sim option"));
+  EXPECT_THAT(
+      std::string(ApplySimOverrides(SimOptions{}, JsonStruct(R"({"ttft": 5})")).status().message()),
+      HasSubstr("input.sim.ttft is not a sim option"));
   EXPECT_FALSE(ApplySimOverrides(SimOptions{}, JsonStruct(R"({"error_rate": 2})")).ok());
   absl::StatusOr<SimOptions> ok = ApplySimOverrides(
       SimOptions{}, JsonStruct(R"({"ttft_ms": 5, "dims": 3, "retryable": false})"));

@@ -6,13 +6,13 @@
 //   ASSERT_TRUE(ctx->WaitFinished(absl::Seconds(5)));
 #pragma once
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -72,8 +72,7 @@ class FakeJobContext : public JobContext {
   bool WaitDeltas(size_t n, absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
     wait_n_ = n;
-    return mu_.AwaitWithTimeout(absl::Condition(this, &FakeJobContext::HasEnoughDeltas),
-                                timeout);
+    return mu_.AwaitWithTimeout(absl::Condition(this, &FakeJobContext::HasEnoughDeltas), timeout);
   }
 
   std::vector<std::string> deltas() const {

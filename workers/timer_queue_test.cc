@@ -46,7 +46,8 @@ TEST(TimerQueueTest, CallbackMayScheduleMore) {
   };
   timers.Schedule(absl::Now(), step);
   absl::MutexLock lock(&mu);
-  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(+[](int* n) { return *n == 5; }, &count),
+  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                      +[](int* n) { return *n == 5; }, &count),
                                   absl::Seconds(10)));
 }
 

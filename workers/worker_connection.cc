@@ -72,8 +72,7 @@ struct WorkerConnection::Session {
   bool welcomed = false;     // guarded by mu_
 };
 
-WorkerConnection::WorkerConnection(WorkerConnectionOptions options,
-                                   const HandlerRegistry* registry)
+WorkerConnection::WorkerConnection(WorkerConnectionOptions options, const HandlerRegistry* registry)
     : options_(std::move(options)),
       registry_(registry),
       heartbeat_interval_(options_.heartbeat_interval) {}
@@ -140,6 +139,11 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
               static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_initial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_max)));
+  // Notice a scheduler that vanished without closing the connection (host crash, network
+  // partition) within seconds; the scheduler permits pings this frequent.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   auto channel =
@@ -185,9 +189,8 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
     session_ = nullptr;
   }
   int aborted = AbortAllJobs();
-  end.reason = absl::StrCat("stream ended (", status.ok() ? "closed by the scheduler"
-                                                           : DescribeGrpcStatus(status),
-                            ")");
+  end.reason = absl::StrCat(
+      "stream ended (", status.ok() ? "closed by the scheduler" : DescribeGrpcStatus(status), ")");
   if (aborted > 0) {
     absl::StrAppend(&end.reason, "; cancelled ", aborted,
                     " running job(s), the scheduler requeues them");
@@ -263,8 +266,8 @@ void WorkerConnection::WriterLoop(Session* session) {
       }
       continue;
     }
-    absl::Time wake = std::min(drain_deadline, session->welcomed ? next_heartbeat
-                                                                 : absl::InfiniteFuture());
+    absl::Time wake =
+        std::min(drain_deadline, session->welcomed ? next_heartbeat : absl::InfiniteFuture());
     cv_.WaitWithDeadline(&mu_, wake);
   }
 }
@@ -281,8 +284,8 @@ void WorkerConnection::HandleSchedulerMessage(Session* session, SchedulerMessage
                  message->welcome().session_id(), absl::ToInt64Milliseconds(heartbeat_interval_));
   }
   for (const auto& cancel : message->cancels()) {
-    std::string reason = cancel.reason().empty() ? "cancelled by the scheduler"
-                                                 : "cancelled: " + cancel.reason();
+    std::string reason =
+        cancel.reason().empty() ? "cancelled by the scheduler" : "cancelled: " + cancel.reason();
     std::vector<JobKey> keys;
     if (cancel.attempt() != 0) {
       keys.push_back(JobKey{cancel.job_id(), cancel.attempt()});
@@ -323,14 +326,13 @@ void WorkerConnection::StartJob(Assignment* assignment) {
       return;
     }
     if (static_cast<int>(running_.size()) >= options_.slots) {
-      spdlog::warn("assigned job {} beyond {} slots; running it anyway", key.first,
-                   options_.slots);
+      spdlog::warn("assigned job {} beyond {} slots; running it anyway", key.first, options_.slots);
     }
     running_[key] = Entry{serial, handler, 0};
   }
   if (deadline <= absl::Now()) {
-    AbortJob(key, serial, "TIMEOUT", "the attempt's deadline had passed when it was assigned",
-             true, true);
+    AbortJob(key, serial, "TIMEOUT", "the attempt's deadline had passed when it was assigned", true,
+             true);
     return;
   }
   if (deadline != absl::InfiniteFuture()) {

@@ -1,5 +1,7 @@
 #include "workers/worker_connection.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdio>
 #include <functional>
 #include <future>
@@ -8,15 +10,13 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/time_util.h"
 #include "gtest/gtest.h"
 #include "workers/builtin_handlers.h"
-#include "workers/sim_provider.h"
 #include "workers/fake_scheduler.h"
+#include "workers/sim_provider.h"
 #include "workers/test_util.h"
 
 namespace aijobs::worker {
@@ -144,11 +144,10 @@ TEST(WorkerConnectionTest, HelloThenChatStreamsOutputsAndCompletes) {
   EXPECT_EQ(first.hello().slots(), 8);
   EXPECT_FALSE(first.hello().version().empty());
 
-  ASSERT_TRUE(server.service.Send(Assign(
-      "job-1", R"({"messages": [{"content": "hi there"}],
+  ASSERT_TRUE(server.service.Send(Assign("job-1", R"({"messages": [{"content": "hi there"}],
                   "sim": {"tokens": 6, "tokens_per_s": 200}})")));
-  ASSERT_TRUE(server.service.WaitFor(
-      [](const auto& m) { return FindCompletion(m, "job-1") != nullptr; }));
+  ASSERT_TRUE(
+      server.service.WaitFor([](const auto& m) { return FindCompletion(m, "job-1") != nullptr; }));
   auto msgs = server.service.received();
   const auto* done = FindCompletion(msgs, "job-1");
   EXPECT_EQ(done->attempt(), 1);
@@ -177,8 +176,7 @@ TEST(WorkerConnectionTest, CancelReportsCancelledAndStopsOutputs) {
   FakeServer server(0);
   WorkerUnderTest worker(server.port);
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return !m.empty(); }));
-  ASSERT_TRUE(server.service.Send(Assign(
-      "long", R"({"messages": [{"content": "x"}],
+  ASSERT_TRUE(server.service.Send(Assign("long", R"({"messages": [{"content": "x"}],
                  "sim": {"tokens": 100000, "tokens_per_s": 100}})")));
   // Running and listed in a heartbeat, with output flowing.
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) {
@@ -193,8 +191,8 @@ TEST(WorkerConnectionTest, CancelReportsCancelledAndStopsOutputs) {
   cancel.add_cancels()->set_job_id("long");
   cancel.mutable_cancels(0)->set_attempt(1);
   ASSERT_TRUE(server.service.Send(cancel));
-  ASSERT_TRUE(server.service.WaitFor(
-      [](const auto& m) { return FindFailure(m, "long") != nullptr; }));
+  ASSERT_TRUE(
+      server.service.WaitFor([](const auto& m) { return FindFailure(m, "long") != nullptr; }));
   size_t failure_index = 0;
   auto msgs = server.service.received();
   const auto* failure = FindFailure(msgs, "long", &failure_index);
@@ -220,8 +218,8 @@ TEST(WorkerConnectionTest, ExpiredDeadlineFailsAsRetryableTimeout) {
   ASSERT_TRUE(server.service.Send(Assign("slow", R"({"messages": [{"content": "x"}],
                                                     "sim": {"ttft_ms": 60000}})",
                                          absl::Now() + absl::Milliseconds(150))));
-  ASSERT_TRUE(server.service.Send(Assign("late", R"({"messages": [{"content": "x"}]})",
-                                         absl::Now() - absl::Seconds(1))));
+  ASSERT_TRUE(server.service.Send(
+      Assign("late", R"({"messages": [{"content": "x"}]})", absl::Now() - absl::Seconds(1))));
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) {
     return FindFailure(m, "slow") != nullptr && FindFailure(m, "late") != nullptr;
   }));
@@ -317,11 +315,10 @@ TEST(WorkerConnectionTest, ReconnectsAfterSchedulerRestartOnSamePort) {
   const int port = first->port;
   WorkerUnderTest worker(port);
   ASSERT_TRUE(first->service.WaitFor([](const auto& m) { return !m.empty(); }));
-  ASSERT_TRUE(first->service.Send(Assign(
-      "interrupted", R"({"messages": [{"content": "x"}],
+  ASSERT_TRUE(first->service.Send(Assign("interrupted", R"({"messages": [{"content": "x"}],
                         "sim": {"tokens": 100000, "tokens_per_s": 100}})")));
-  ASSERT_TRUE(first->service.WaitFor(
-      [](const auto& m) { return !OutputsOf(m, "interrupted").empty(); }));
+  ASSERT_TRUE(
+      first->service.WaitFor([](const auto& m) { return !OutputsOf(m, "interrupted").empty(); }));
 
   first->Stop();  // the scheduler goes away mid-job
   // The running call is cancelled (the scheduler requeues it), not left running.
@@ -337,8 +334,8 @@ TEST(WorkerConnectionTest, ReconnectsAfterSchedulerRestartOnSamePort) {
   EXPECT_EQ(second.service.received()[0].hello().worker_id(), "worker-under-test");
   // The new session works end to end.
   ASSERT_TRUE(second.service.Send(Assign("after", R"({"messages": [{"content": "z"}]})")));
-  ASSERT_TRUE(second.service.WaitFor(
-      [](const auto& m) { return FindCompletion(m, "after") != nullptr; }));
+  ASSERT_TRUE(
+      second.service.WaitFor([](const auto& m) { return FindCompletion(m, "after") != nullptr; }));
   // Nothing of the interrupted attempt leaks into the new session.
   EXPECT_EQ(OutputsOf(second.service.received(), "interrupted"), "");
 }

@@ -85,8 +85,7 @@ TEST(WorkerMainTest, RunsAJobThenDrainsOnSigtermAndExitsZero) {
   a->set_job_id("j1");
   a->set_attempt(1);
   a->set_type("chat");
-  *a->mutable_input() =
-      JsonStruct(R"({"messages": [{"content": "hi"}], "sim": {"ttft_ms": 400}})");
+  *a->mutable_input() = JsonStruct(R"({"messages": [{"content": "hi"}], "sim": {"ttft_ms": 400}})");
   ASSERT_TRUE(server.service.Send(assign));
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) {
     for (const auto& x : m) {
