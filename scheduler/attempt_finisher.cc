@@ -58,22 +58,17 @@ void AttemptFinisher::Loop() {
 }
 
 void AttemptFinisher::Process(std::vector<Item>& batch) {
-  std::vector<DeltaRow> deltas;
   std::vector<AttemptOutcome> outcomes;
   outcomes.reserve(batch.size());
   for (Item& item : batch) {
-    if (item.unflushed.pieces_size() > 0) {
-      deltas.push_back({item.outcome.job_id, std::move(item.unflushed)});
-    }
+    item.outcome.unflushed = std::move(item.unflushed);
     outcomes.push_back(std::move(item.outcome));
   }
   // Retry transient database errors: these attempts were acknowledged by the worker and
   // must not be lost. Give up only after a long outage (the lease reaper then takes over).
   absl::Duration backoff = absl::Milliseconds(20);
   for (int tries = 0;; ++tries) {
-    absl::Status s = store_->AppendDeltas(deltas);
-    absl::StatusOr<std::vector<v1::Job>> jobs =
-        s.ok() ? store_->FinishAttempts(outcomes) : absl::StatusOr<std::vector<v1::Job>>(s);
+    absl::StatusOr<std::vector<v1::Job>> jobs = store_->FinishAttempts(outcomes);
     if (jobs.ok()) {
       for (const v1::Job& job : *jobs) {
         hub_->Publish(TransitionEvent(job));

@@ -388,13 +388,16 @@ TEST_F(DispatcherTest, RemoveSessionRequeuesItsAttempts) {
   }
   EXPECT_THAT(ids, UnorderedElementsAre(a.id(), b.id()));
   // The unflushed output is persisted with the transition.
-  std::vector<DeltaRow> deltas = store_.deltas();
-  ASSERT_EQ(deltas.size(), 1u);
-  EXPECT_EQ(deltas[0].job_id, a.id());
-  EXPECT_EQ(deltas[0].batch.attempt(), 1);
-  ASSERT_EQ(deltas[0].batch.pieces_size(), 2);
-  EXPECT_EQ(deltas[0].batch.pieces(0).seq(), 3);
-  EXPECT_EQ(deltas[0].batch.pieces(1).text(), "output");
+  for (const AttemptOutcome& o : finished) {
+    if (o.job_id != a.id()) {
+      EXPECT_EQ(o.unflushed.pieces_size(), 0) << o.job_id;
+      continue;
+    }
+    EXPECT_EQ(o.unflushed.attempt(), 1);
+    ASSERT_EQ(o.unflushed.pieces_size(), 2);
+    EXPECT_EQ(o.unflushed.pieces(0).seq(), 3);
+    EXPECT_EQ(o.unflushed.pieces(1).text(), "output");
+  }
 
   EXPECT_THAT(requeued(), UnorderedElementsAre(a.id(), b.id()));
   EXPECT_EQ(session->RunningCount(), 0);

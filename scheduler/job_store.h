@@ -58,6 +58,7 @@ struct AttemptOutcome {
   v1::JobError error;               // failures
   absl::Duration retry_delay;       // kRetryableFailure: not before now + delay
   int64_t last_seq = 0;             // highest seq the scheduler already used for the job
+  v1::internal::DeltaBatch unflushed;  // the attempt's output not yet stored (may be empty)
 };
 
 // Output deltas of one attempt, coalesced into one stored row.
@@ -113,13 +114,14 @@ class JobStore {
   virtual absl::Status ExtendLeases(const std::vector<std::string>& lease_owners,
                                     absl::Duration lease) = 0;
 
-  // Appends coalesced output rows (fenced by attempt: rows of a superseded attempt are
-  // dropped) and raises jobs.last_seq.
+  // Appends coalesced output rows of RUNNING attempts (rows of a superseded or ended attempt
+  // are dropped). Does not touch the jobs rows, so it never contends with transitions.
   virtual absl::Status AppendDeltas(const std::vector<DeltaRow>& rows) = 0;
 
-  // Ends attempts in one statement. Each is fenced: applied only when the job is still
-  // RUNNING with that attempt. A retryable failure requeues the job with its delay, or
-  // FAILS it when attempts are used up. Returns the jobs that changed, as they are now.
+  // Ends attempts in one statement (one commit), writing their unflushed output with them.
+  // Each is fenced: applied only when the job is still RUNNING with that attempt. A
+  // retryable failure requeues the job with its delay, or FAILS it when attempts are used
+  // up. Returns the jobs that changed, as they are now.
   virtual absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
       const std::vector<AttemptOutcome>& outcomes) = 0;
 

@@ -71,6 +71,43 @@ std::vector<v1::Job> RowsToJobs(const Result& r) {
   return jobs;
 }
 
+// Five parallel arrays (job id, last seq, attempt, DeltaBatch bytes, time) for
+// `unnest(...) AS t(id, seq, attempt, payload, time_us)`.
+class DeltaArrays {
+ public:
+  void Add(const std::string& job_id, const v1::internal::DeltaBatch& batch) {
+    if (batch.pieces_size() == 0) return;
+    const auto& last = batch.pieces(batch.pieces_size() - 1);
+    ids_.Add(job_id);
+    seqs_.Add(last.seq());
+    attempts_.Add(int64_t{batch.attempt()});
+    batch.SerializeToString(&bytes_);
+    payloads_.AddBytea(bytes_);
+    times_.Add(last.time_us());
+  }
+  void AppendTo(Params& p) {
+    p.Add(ids_.Finish()).Add(seqs_.Finish()).Add(attempts_.Finish()).Add(payloads_.Finish());
+    p.Add(times_.Finish());
+  }
+
+ private:
+  ArrayBuilder ids_, seqs_, attempts_, payloads_, times_;
+  std::string bytes_;
+};
+
+// Inserts the rows of CTE or table `src` (columns d_id, d_seq, d_attempt, d_payload, d_time)
+// for attempts still RUNNING; a repeated row (same job and seq) is skipped.
+#define INSERT_DELTAS(src)                                                                     \
+  "INSERT INTO job_events (job_id, seq, kind, attempt, payload, time) SELECT d_id, d_seq, 2, " \
+  "d_attempt, d_payload, 'epoch'::timestamptz + d_time * interval '1 microsecond' FROM " src   \
+  " JOIN jobs j ON j.id = d_id AND j.attempt = d_attempt AND j.state = 2 ON CONFLICT DO NOTHING"
+
+// The next seq for a transition made without the running replica's counter: past every
+// stored event, so it never collides with flushed output.
+#define NEXT_SEQ_FROM_EVENTS(extra)                                                    \
+  "GREATEST(last_seq, " extra ", (SELECT coalesce(max(e.seq), 0) FROM job_events e " \
+  "WHERE e.job_id = jobs.id)) + 1"
+
 std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
 
 std::string JobNotFound(const std::string& id) {
@@ -244,7 +281,7 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
   for (const auto& t : types) type_array.Add(t);
   Params p;
   p.Add(type_array.Finish()).Add(int64_t{limit}).Add(lease_owner).Add(MicrosLiteral(lease));
-  auto conn = pool_->Acquire();
+  auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
   auto r = (*conn)->ExecPrepared("claim_jobs", kSql, p);
   if (!r.ok()) return r.status();
@@ -269,42 +306,29 @@ absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& lease_owne
   for (const auto& o : lease_owners) owners.Add(o);
   Params p;
   p.Add(owners.Finish()).Add(MicrosLiteral(lease));
-  auto conn = pool_->Acquire();
+  auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
+  // SKIP LOCKED: a row locked right now is being finished or cancelled; waiting for it could
+  // deadlock with that batch, and its lease no longer matters.
   return (*conn)
       ->ExecPrepared("extend_leases",
                      "UPDATE jobs SET lease_expires_at = now() + $2::int8 * interval "
-                     "'1 millisecond' WHERE state = 2 AND lease_owner = ANY($1::text[])",
+                     "'1 millisecond' WHERE id IN (SELECT id FROM jobs WHERE state = 2 AND "
+                     "lease_owner = ANY($1::text[]) FOR UPDATE SKIP LOCKED)",
                      p)
       .status();
 }
 
 absl::Status PgJobStore::AppendDeltas(const std::vector<DeltaRow>& rows) {
   if (rows.empty()) return absl::OkStatus();
-  static constexpr char kSql[] =
-      "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int[], $4::bytea[], "
-      "$5::int8[]) AS t(u_id, u_seq, u_attempt, u_payload, u_time)), "
-      "ins AS (INSERT INTO job_events (job_id, seq, kind, attempt, payload, time) "
-      "SELECT u_id, u_seq, 2, u_attempt, u_payload, 'epoch'::timestamptz + u_time * "
-      "interval '1 microsecond' FROM u JOIN jobs j ON j.id = u_id AND j.attempt = u_attempt AND j.state = 2 "
-      "ON CONFLICT DO NOTHING RETURNING job_id, seq) "
-      "UPDATE jobs j SET last_seq = m.s FROM (SELECT job_id, max(seq) AS s FROM ins "
-      "GROUP BY job_id) m WHERE j.id = m.job_id AND j.last_seq < m.s";
-  ArrayBuilder ids, seqs, attempts, payloads, times;
-  std::string bytes;
-  for (const DeltaRow& row : rows) {
-    const auto& last = row.batch.pieces(row.batch.pieces_size() - 1);
-    ids.Add(row.job_id);
-    seqs.Add(last.seq());
-    attempts.Add(int64_t{row.batch.attempt()});
-    row.batch.SerializeToString(&bytes);
-    payloads.AddBytea(bytes);
-    times.Add(last.time_us());
-  }
+  static constexpr char kSql[] = INSERT_DELTAS(
+      "unnest($1::uuid[], $2::int8[], $3::int[], $4::bytea[], $5::int8[]) "
+      "AS u(d_id, d_seq, d_attempt, d_payload, d_time)");
+  DeltaArrays arrays;
+  for (const DeltaRow& row : rows) arrays.Add(row.job_id, row.batch);
   Params p;
-  p.Add(ids.Finish()).Add(seqs.Finish()).Add(attempts.Finish()).Add(payloads.Finish());
-  p.Add(times.Finish());
-  auto conn = pool_->Acquire();
+  arrays.AppendTo(p);
+  auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
   return (*conn)->ExecPrepared("append_deltas", kSql, p).status();
 }
@@ -319,6 +343,11 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bytea[], "
       "$5::bytea[], $6::int8[], $7::int8[]) AS t(u_id, u_attempt, u_kind, u_result, u_error, "
       "u_delay_ms, u_seq)), "
+      "d AS (SELECT * FROM unnest($8::uuid[], $9::int8[], $10::int[], $11::bytea[], $12::int8[]) "
+      "AS t(d_id, d_seq, d_attempt, d_payload, d_time)), "
+      // Lock the rows in id order so concurrent batches can never deadlock.
+      "l AS (SELECT id AS l_id FROM jobs WHERE id IN (SELECT u_id FROM u) ORDER BY id FOR UPDATE), "
+      "dins AS (" INSERT_DELTAS("d") "), "
       "upd AS (UPDATE jobs SET state = " NEW_STATE ", "
       "result = CASE WHEN u_kind = 0 THEN u_result END, "
       "error = CASE WHEN u_kind = 0 THEN NULL ELSE u_error END, "
@@ -327,12 +356,15 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "finished_at = CASE WHEN " NEW_STATE " = 1 THEN NULL ELSE now() END, "
       "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
       "last_seq = GREATEST(last_seq, u_seq) + 1 "
-      "FROM u WHERE id = u_id AND attempt = u_attempt AND state = 2 RETURNING " JOB_COLUMNS "), "
+      "FROM u JOIN l ON l_id = u_id WHERE id = u_id AND attempt = u_attempt AND state = 2 "
+      "RETURNING " JOB_COLUMNS "), "
       TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
 #undef NEW_STATE
   ArrayBuilder ids, attempts, kinds, results, errors, delays, seqs;
+  DeltaArrays deltas;
   std::string bytes;
   for (const AttemptOutcome& o : outcomes) {
+    deltas.Add(o.job_id, o.unflushed);
     ids.Add(o.job_id);
     attempts.Add(int64_t{o.attempt});
     switch (o.kind) {
@@ -356,6 +388,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
   Params p;
   p.Add(ids.Finish()).Add(attempts.Finish()).Add(kinds.Finish()).Add(results.Finish());
   p.Add(errors.Finish()).Add(delays.Finish()).Add(seqs.Finish());
+  deltas.AppendTo(p);
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   auto r = (*conn)->ExecPrepared("finish_attempts", kSql, p);
@@ -370,7 +403,8 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit)
       "upd AS (UPDATE jobs SET state = CASE WHEN attempt < max_attempts THEN 1 ELSE 4 END, "
       "error = $2::bytea, lease_owner = NULL, lease_expires_at = NULL, run_after = now(), "
       "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END, "
-      "updated_at = now(), last_seq = last_seq + 1 FROM x WHERE id = x_id RETURNING " JOB_COLUMNS
+      "updated_at = now(), last_seq = " NEXT_SEQ_FROM_EVENTS("0") " FROM x WHERE id = x_id "
+      "RETURNING " JOB_COLUMNS
       "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
   v1::JobError error;
   error.set_code("LEASE_EXPIRED");
@@ -390,7 +424,7 @@ absl::StatusOr<v1::Job> PgJobStore::CancelJob(const Caller& caller, const std::s
   static constexpr char kSql[] =
       "WITH upd AS (UPDATE jobs SET state = 5, error = $3::bytea, lease_owner = NULL, "
       "lease_expires_at = NULL, finished_at = now(), updated_at = now(), "
-      "last_seq = GREATEST(last_seq, $4::int8) + 1 WHERE id = $1::uuid AND tenant_id = $2 "
+      "last_seq = " NEXT_SEQ_FROM_EVENTS("$4::int8") " WHERE id = $1::uuid AND tenant_id = $2 "
       "AND state IN (1, 2) RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
       "SELECT " JOB_NAMES " FROM upd";
   v1::JobError error;
@@ -534,7 +568,7 @@ absl::Status PgJobStore::RegisterJobTypes(const std::vector<std::string>& types)
   for (const auto& t : types) a.Add(t);
   Params p;
   p.Add(a.Finish());
-  auto conn = pool_->Acquire();
+  auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
   return (*conn)
       ->ExecPrepared("register_types",

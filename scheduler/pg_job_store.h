@@ -13,7 +13,12 @@ namespace aijobs::scheduler {
 
 class PgJobStore : public JobStore {
  public:
-  explicit PgJobStore(pg::Pool* pool) : pool_(pool) {}
+  // `pool` commits durably. `relaxed_pool` (optional; defaults to `pool`) commits without
+  // waiting for the WAL flush and is used for writes whose loss in a database crash breaks
+  // no promise: claims (a lost claim leaves the job QUEUED, and delivery is at-least-once),
+  // lease extensions, streamed output (the final result is written durably) and job types.
+  explicit PgJobStore(pg::Pool* pool, pg::Pool* relaxed_pool = nullptr)
+      : pool_(pool), relaxed_pool_(relaxed_pool != nullptr ? relaxed_pool : pool) {}
 
   absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) override;
   absl::StatusOr<v1::Job> GetJob(const Caller& caller, const std::string& id) override;
@@ -41,6 +46,7 @@ class PgJobStore : public JobStore {
 
  private:
   pg::Pool* pool_;
+  pg::Pool* relaxed_pool_;
 };
 
 }  // namespace aijobs::scheduler

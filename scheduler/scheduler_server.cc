@@ -29,6 +29,7 @@ struct SchedulerServer::Impl {
   SchedulerOptions options;
   int port = 0;
   std::unique_ptr<pg::Pool> pool;
+  std::unique_ptr<pg::Pool> relaxed_pool;
   std::unique_ptr<PgJobStore> store;
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
@@ -78,7 +79,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   }
 
   impl->pool = std::make_unique<pg::Pool>(o.database_url, o.db_pool_size, 30000);
-  impl->store = std::make_unique<PgJobStore>(impl->pool.get());
+  impl->relaxed_pool = std::make_unique<pg::Pool>(o.database_url, std::max(4, o.db_pool_size / 2),
+                                                  30000, /*synchronous_commit=*/false);
+  impl->store = std::make_unique<PgJobStore>(impl->pool.get(), impl->relaxed_pool.get());
   impl->hub = std::make_unique<EventHub>();
   impl->executor = std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2));
   impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());

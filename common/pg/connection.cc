@@ -88,7 +88,8 @@ absl::StatusCode CodeForSqlState(std::string_view sqlstate) {
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo,
-                                                             int statement_timeout_ms) {
+                                                             int statement_timeout_ms,
+                                                             bool synchronous_commit) {
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq could not allocate");
   if (PQstatus(conn) != CONNECTION_OK) {
@@ -99,7 +100,8 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
   }
   auto c = std::unique_ptr<Connection>(new Connection(conn));
   auto r = c->Exec(absl::StrCat("SET statement_timeout = ", statement_timeout_ms,
-                                "; SET synchronous_commit = on; SET client_min_messages = warning"));
+                                "; SET synchronous_commit = ", synchronous_commit ? "on" : "off",
+                                "; SET client_min_messages = warning"));
   if (!r.ok()) return r.status();
   return c;
 }

@@ -77,9 +77,12 @@ absl::StatusCode CodeForSqlState(std::string_view sqlstate);
 class Connection {
  public:
   // Connects with a libpq conninfo string or URL; UNAVAILABLE when the server can't be
-  // reached. Every statement runs with `statement_timeout_ms` (0 = none).
+  // reached. Every statement runs with `statement_timeout_ms` (0 = none). With
+  // `synchronous_commit` false, commits return before their WAL is flushed: only for writes
+  // that may be lost in a database crash without breaking a promise (see PgJobStore).
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo,
-                                                          int statement_timeout_ms = 30000);
+                                                          int statement_timeout_ms = 30000,
+                                                          bool synchronous_commit = true);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

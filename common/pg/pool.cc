@@ -8,8 +8,9 @@ Pool::Lease::~Lease() {
   if (pool_ != nullptr && conn_ != nullptr) pool_->Release(std::move(conn_));
 }
 
-Pool::Pool(std::string conninfo, int size, int statement_timeout_ms)
-    : conninfo_(std::move(conninfo)), size_(size), statement_timeout_ms_(statement_timeout_ms) {}
+Pool::Pool(std::string conninfo, int size, int statement_timeout_ms, bool synchronous_commit)
+    : conninfo_(std::move(conninfo)), size_(size), statement_timeout_ms_(statement_timeout_ms),
+      synchronous_commit_(synchronous_commit) {}
 
 absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
@@ -29,7 +30,7 @@ absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
     }
     ++open_;
   }
-  auto conn = Connection::Open(conninfo_, statement_timeout_ms_);
+  auto conn = Connection::Open(conninfo_, statement_timeout_ms_, synchronous_commit_);
   if (!conn.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;

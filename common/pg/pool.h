@@ -35,7 +35,8 @@ class Pool {
   };
 
   // Opens connections lazily, at most `size` at once.
-  Pool(std::string conninfo, int size, int statement_timeout_ms = 30000);
+  Pool(std::string conninfo, int size, int statement_timeout_ms = 30000,
+       bool synchronous_commit = true);
 
   // Waits up to `timeout` for a free connection; opens one if the pool is not full.
   // UNAVAILABLE when the database can't be reached, DEADLINE_EXCEEDED on timeout.
@@ -49,6 +50,7 @@ class Pool {
   const std::string conninfo_;
   const int size_;
   const int statement_timeout_ms_;
+  const bool synchronous_commit_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;
