@@ -161,6 +161,10 @@ class FakeJobStore : public JobStore {
     return absl::UnimplementedError("KnownJobTypes");
   }
   absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
+      const std::vector<std::string>&) override {
+    return absl::UnimplementedError("LatestSeqs");
+  }
   absl::Status NotifyCancelled(const std::string&) override { return absl::OkStatus(); }
 
  private:

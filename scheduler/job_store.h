@@ -143,6 +143,12 @@ class JobStore {
   virtual absl::StatusOr<EventPage> ReadEvents(const Caller& caller, const std::string& id,
                                                int64_t after_seq, int limit) = 0;
 
+  // For each existing job of `job_ids`, the highest seq stored for it (transitions and
+  // output). One cheap statement for many jobs: how watchers learn, without reading events,
+  // whether another replica wrote something for them.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
+      const std::vector<std::string>& job_ids) = 0;
+
   // Deletes up to `limit` jobs (and their events) that finished before `cutoff`.
   virtual absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) = 0;
 

@@ -546,6 +546,27 @@ absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std
   return page;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> PgJobStore::LatestSeqs(
+    const std::vector<std::string>& job_ids) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  if (job_ids.empty()) return out;
+  ArrayBuilder ids;
+  for (const auto& id : job_ids) ids.Add(id);
+  Params p;
+  p.Add(ids.Finish());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "latest_seqs",
+      "SELECT j.id, GREATEST(j.last_seq, coalesce((SELECT max(e.seq) FROM job_events e "
+      "WHERE e.job_id = j.id), 0)) FROM jobs j WHERE j.id = ANY($1::uuid[])",
+      p);
+  if (!r.ok()) return r.status();
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) out.emplace_back(r->GetString(i, 0), r->GetInt(i, 1));
+  return out;
+}
+
 absl::StatusOr<int> PgJobStore::DeleteFinishedBefore(absl::Time cutoff, int limit) {
   Params p;
   p.Add(absl::ToUnixMicros(cutoff)).Add(int64_t{limit});
