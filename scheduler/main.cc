@@ -23,6 +23,8 @@ ABSL_FLAG(int64_t, retry_max_ms, 60000, "largest retry backoff");
 ABSL_FLAG(int64_t, default_timeout_ms, 600000, "per-attempt timeout when a job sets none");
 ABSL_FLAG(int64_t, retention_hours, 168, "finished jobs are deleted after this many hours");
 ABSL_FLAG(int64_t, event_flush_ms, 100, "how often streamed output is written to job_events");
+ABSL_FLAG(int64_t, watch_poll_ms, 500,
+          "how often idle WatchJob streams check for events written by other replicas");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 10000, "on SIGTERM, how long running attempts may finish");
 
 namespace {
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
   o.retention = absl::Hours(absl::GetFlag(FLAGS_retention_hours));
   o.event_flush_interval = absl::Milliseconds(absl::GetFlag(FLAGS_event_flush_ms));
+  o.watch_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_watch_poll_ms));
 
   absl::Notification stop;
   g_stop = &stop;

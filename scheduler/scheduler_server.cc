@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.executor = impl->executor.get();
   jdeps.types = impl->types.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;
-  jdeps.watch_poll_interval = std::max(o.poll_interval, absl::Milliseconds(500));
+  jdeps.watch_poll_interval = o.watch_poll_interval;
   impl->job_service = std::make_unique<JobServiceImpl>(jdeps);
 
   WorkerServiceDeps wdeps;

@@ -31,6 +31,8 @@ struct SchedulerOptions {
   absl::Duration default_timeout = absl::Minutes(10);
   absl::Duration retention = absl::Hours(24 * 7);
   absl::Duration event_flush_interval = absl::Milliseconds(100);
+  // How often idle watches check for events other replicas wrote (one statement for all).
+  absl::Duration watch_poll_interval = absl::Milliseconds(500);
 };
 
 class SchedulerServer {
