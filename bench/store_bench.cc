@@ -108,6 +108,43 @@ void Report(benchmark::State& state, int per_batch, const std::vector<double>& b
   ReportLatency(state, "", Summarize(batch_ms));
 }
 
+// The loop of every store benchmark. Each iteration calls `prepare()` outside the timed
+// region for the batch's input (an absl::StatusOr), then `call(input)`, the one store call,
+// timed alone into the batch latencies; it returns the call's status. The first error ends
+// the benchmark with SkipWithError. Reports `rate_name` and the batch latency percentiles.
+template <typename Prepare, typename Call>
+void RunBatches(benchmark::State& state, int per_batch, const char* rate_name,
+                Prepare prepare, Call call) {
+  std::vector<double> batch_ms;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto input = prepare();
+    state.ResumeTiming();
+    if (!input.ok()) {
+      state.SkipWithError(input.status().ToString().c_str());
+      return;
+    }
+    absl::Time t0 = absl::Now();
+    absl::Status s = call(*input);
+    batch_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      return;
+    }
+  }
+  Report(state, per_batch, batch_ms, rate_name);
+}
+
+// OK when `result` holds `want` rows; otherwise its error, or `short_message` when it holds
+// fewer or more rows.
+template <typename T>
+absl::Status HasRows(const absl::StatusOr<std::vector<T>>& result, int want,
+                     const char* short_message) {
+  if (!result.ok()) return result.status();
+  if (static_cast<int>(result->size()) != want) return absl::InternalError(short_message);
+  return absl::OkStatus();
+}
+
 // Inserts `n` jobs and claims them all (outside any timed region).
 absl::StatusOr<std::vector<ClaimedJob>> InsertAndClaim(StoreEnv* env, int n) {
   auto inserted = env->store->InsertJobs(MakeJobs(n));
@@ -124,20 +161,10 @@ void BM_Store_InsertJobs(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   StoreEnv* env = Env(state);
   if (env == nullptr) return;
-  std::vector<double> batch_ms;
-  for (auto _ : state) {
-    state.PauseTiming();
-    std::vector<NewJob> jobs = MakeJobs(batch);
-    state.ResumeTiming();
-    absl::Time t0 = absl::Now();
-    auto out = env->store->InsertJobs(jobs);
-    batch_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
-    if (!out.ok()) {
-      state.SkipWithError(out.status().ToString().c_str());
-      return;
-    }
-  }
-  Report(state, batch, batch_ms, "jobs_per_s");
+  RunBatches(
+      state, batch, "jobs_per_s",
+      [&]() -> absl::StatusOr<std::vector<NewJob>> { return MakeJobs(batch); },
+      [&](const std::vector<NewJob>& jobs) { return env->store->InsertJobs(jobs).status(); });
 }
 BENCHMARK(BM_Store_InsertJobs)->ArgName("batch")->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -145,25 +172,12 @@ void BM_Store_ClaimJobs(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   StoreEnv* env = Env(state);
   if (env == nullptr) return;
-  std::vector<double> batch_ms;
-  for (auto _ : state) {
-    state.PauseTiming();
-    auto inserted = env->store->InsertJobs(MakeJobs(batch));
-    state.ResumeTiming();
-    if (!inserted.ok()) {
-      state.SkipWithError(inserted.status().ToString().c_str());
-      return;
-    }
-    absl::Time t0 = absl::Now();
-    auto claimed = env->store->ClaimJobs({"chat"}, batch, "bench-session", kLease, kTimeout);
-    batch_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
-    if (!claimed.ok() || static_cast<int>(claimed->size()) != batch) {
-      state.SkipWithError(claimed.ok() ? "claimed fewer jobs than queued"
-                                       : claimed.status().ToString().c_str());
-      return;
-    }
-  }
-  Report(state, batch, batch_ms, "jobs_per_s");
+  RunBatches(
+      state, batch, "jobs_per_s", [&] { return env->store->InsertJobs(MakeJobs(batch)); },
+      [&](const std::vector<scheduler::SubmitOutcome>&) {
+        return HasRows(env->store->ClaimJobs({"chat"}, batch, "bench-session", kLease, kTimeout),
+                       batch, "claimed fewer jobs than queued");
+      });
 }
 BENCHMARK(BM_Store_ClaimJobs)->ArgName("batch")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -171,16 +185,11 @@ void BM_Store_FinishAttempts(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   StoreEnv* env = Env(state);
   if (env == nullptr) return;
-  std::vector<double> batch_ms;
   google::protobuf::Struct result;
   (*result.mutable_fields())["text"].set_string_value("x");
-  for (auto _ : state) {
-    state.PauseTiming();
+  auto claim_batch = [&]() -> absl::StatusOr<std::vector<AttemptOutcome>> {
     auto claimed = InsertAndClaim(env, batch);
-    if (!claimed.ok()) {
-      state.SkipWithError(claimed.status().ToString().c_str());
-      return;
-    }
+    if (!claimed.ok()) return claimed.status();
     std::vector<AttemptOutcome> outcomes;
     for (const ClaimedJob& c : *claimed) {
       AttemptOutcome o;
@@ -191,17 +200,13 @@ void BM_Store_FinishAttempts(benchmark::State& state) {
       o.last_seq = c.job.last_seq();
       outcomes.push_back(std::move(o));
     }
-    state.ResumeTiming();
-    absl::Time t0 = absl::Now();
-    auto done = env->store->FinishAttempts(outcomes);
-    batch_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
-    if (!done.ok() || static_cast<int>(done->size()) != batch) {
-      state.SkipWithError(done.ok() ? "finished fewer attempts than claimed"
-                                    : done.status().ToString().c_str());
-      return;
-    }
-  }
-  Report(state, batch, batch_ms, "jobs_per_s");
+    return outcomes;
+  };
+  RunBatches(state, batch, "jobs_per_s", claim_batch,
+             [&](const std::vector<AttemptOutcome>& outcomes) {
+               return HasRows(env->store->FinishAttempts(outcomes), batch,
+                              "finished fewer attempts than claimed");
+             });
 }
 BENCHMARK(BM_Store_FinishAttempts)->ArgName("batch")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -217,9 +222,7 @@ void BM_Store_AppendDeltas(benchmark::State& state) {
   }
   std::vector<int64_t> seq;
   for (const ClaimedJob& c : *claimed) seq.push_back(c.job.last_seq());
-  std::vector<double> batch_ms;
-  for (auto _ : state) {
-    state.PauseTiming();
+  auto next_batch = [&]() -> absl::StatusOr<std::vector<DeltaRow>> {
     std::vector<DeltaRow> batch;
     int64_t now_us = NowMicros();
     for (int i = 0; i < rows; ++i) {
@@ -234,16 +237,10 @@ void BM_Store_AppendDeltas(benchmark::State& state) {
       }
       batch.push_back(std::move(row));
     }
-    state.ResumeTiming();
-    absl::Time t0 = absl::Now();
-    absl::Status s = env->store->AppendDeltas(batch);
-    batch_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
-    if (!s.ok()) {
-      state.SkipWithError(s.ToString().c_str());
-      return;
-    }
-  }
-  Report(state, rows, batch_ms, "rows_per_s");
+    return batch;
+  };
+  RunBatches(state, rows, "rows_per_s", next_batch,
+             [&](const std::vector<DeltaRow>& batch) { return env->store->AppendDeltas(batch); });
 }
 BENCHMARK(BM_Store_AppendDeltas)->ArgName("rows")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -8,62 +8,19 @@ namespace aijobs::scheduler {
 AttemptFinisher::AttemptFinisher(JobStore* store, EventHub* hub,
                                  std::function<void(const v1::Job&)> on_requeued, int threads,
                                  int max_batch)
-    : store_(store), hub_(hub), on_requeued_(std::move(on_requeued)), max_batch_(max_batch) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
-}
-
-AttemptFinisher::~AttemptFinisher() { Stop(); }
+    : store_(store),
+      hub_(hub),
+      on_requeued_(std::move(on_requeued)),
+      queue_(threads, max_batch,
+             [this](std::vector<AttemptOutcome>& outcomes) { Process(outcomes); }) {}
 
 void AttemptFinisher::Submit(AttemptOutcome outcome, v1::internal::DeltaBatch unflushed) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back({std::move(outcome), std::move(unflushed)});
+  outcome.unflushed = std::move(unflushed);
+  // Refused only after Stop(): the lease reaper requeues such an attempt later.
+  (void)queue_.Push(std::move(outcome));
 }
 
-void AttemptFinisher::Flush() {
-  absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && busy_ == 0; };
-  mu_.Await(absl::Condition(&idle));
-}
-
-void AttemptFinisher::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_ && threads_.empty()) return;
-    stopping_ = true;
-  }
-  for (auto& t : threads_) t.join();
-  threads_.clear();
-}
-
-void AttemptFinisher::Loop() {
-  while (true) {
-    std::vector<Item> batch;
-    {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !queue_.empty();
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;
-      size_t n = std::min<size_t>(queue_.size(), max_batch_);
-      batch.assign(std::make_move_iterator(queue_.begin()),
-                   std::make_move_iterator(queue_.begin() + n));
-      queue_.erase(queue_.begin(), queue_.begin() + n);
-      ++busy_;
-    }
-    Process(batch);
-    absl::MutexLock lock(&mu_);
-    --busy_;
-  }
-}
-
-void AttemptFinisher::Process(std::vector<Item>& batch) {
-  std::vector<AttemptOutcome> outcomes;
-  outcomes.reserve(batch.size());
-  for (Item& item : batch) {
-    item.outcome.unflushed = std::move(item.unflushed);
-    outcomes.push_back(std::move(item.outcome));
-  }
+void AttemptFinisher::Process(std::vector<AttemptOutcome>& outcomes) {
   // Retry transient database errors: these attempts were acknowledged by the worker and
   // must not be lost. Give up only after a long outage (the lease reaper then takes over).
   absl::Duration backoff = absl::Milliseconds(20);

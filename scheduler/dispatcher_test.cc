@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/testing/fake_job_store.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -33,9 +34,10 @@ struct ClaimCall {
   absl::Duration lease;
 };
 
-// An in-memory JobStore with just what the dispatcher and the finisher use. Every call is
-// recorded; tests wait on the records with a deadline.
-class FakeJobStore : public JobStore {
+// An in-memory JobStore with just what the dispatcher and the finisher use (claims, deltas,
+// finished attempts); every such call is recorded and tests wait on the records with a
+// deadline. The other calls answer UNIMPLEMENTED.
+class RecordingJobStore : public FakeJobStore {
  public:
   // Queues a job; ClaimJobs hands queued jobs out in insertion order.
   v1::Job AddQueued(const std::string& type) {
@@ -124,48 +126,6 @@ class FakeJobStore : public JobStore {
     }
     return out;
   }
-
-  absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>&) override {
-    return absl::UnimplementedError("InsertJobs");
-  }
-  absl::StatusOr<v1::Job> GetJob(const Caller&, const std::string&) override {
-    return absl::UnimplementedError("GetJob");
-  }
-  absl::StatusOr<ListPage> ListJobs(const ListQuery&) override {
-    return absl::UnimplementedError("ListJobs");
-  }
-  absl::Status ExtendLeases(const std::vector<std::string>&, absl::Duration) override {
-    return absl::UnimplementedError("ExtendLeases");
-  }
-  absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int) override {
-    return absl::UnimplementedError("RequeueExpiredLeases");
-  }
-  absl::StatusOr<v1::Job> CancelJob(const Caller&, const std::string&, const std::string&,
-                                    int64_t) override {
-    return absl::UnimplementedError("CancelJob");
-  }
-  absl::StatusOr<v1::Job> RetryJob(const Caller&, const std::string&) override {
-    return absl::UnimplementedError("RetryJob");
-  }
-  absl::StatusOr<EventPage> ReadEvents(const Caller&, const std::string&, int64_t,
-                                       int) override {
-    return absl::UnimplementedError("ReadEvents");
-  }
-  absl::StatusOr<int> DeleteFinishedBefore(absl::Time, int) override {
-    return absl::UnimplementedError("DeleteFinishedBefore");
-  }
-  absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
-    return absl::UnimplementedError("RegisterJobTypes");
-  }
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
-    return absl::UnimplementedError("KnownJobTypes");
-  }
-  absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
-  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
-      const std::vector<std::string>&) override {
-    return absl::UnimplementedError("LatestSeqs");
-  }
-  absl::Status NotifyCancelled(const std::string&) override { return absl::OkStatus(); }
 
  private:
   absl::Mutex mu_;
@@ -258,7 +218,7 @@ class DispatcherTest : public ::testing::Test {
     return store_.WaitUntil([&] { return store_.claim_count_locked() >= n; });
   }
 
-  FakeJobStore store_;
+  RecordingJobStore store_;
   EventHub hub_;
   std::unique_ptr<AttemptFinisher> finisher_;
   std::unique_ptr<Dispatcher> dispatcher_;

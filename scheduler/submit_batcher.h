@@ -7,12 +7,10 @@
 #pragma once
 
 #include <functional>
-#include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/batch_queue.h"
 #include "scheduler/job_store.h"
 
 namespace aijobs::scheduler {
@@ -25,27 +23,23 @@ class SubmitBatcher {
   // other replicas).
   SubmitBatcher(JobStore* store, std::function<void()> on_inserted, int writers = 4,
                 int max_batch = 1024);
-  ~SubmitBatcher();
 
-  // Queues the job; `done` runs on a writer thread once the job is durable (or failed).
+  // Queues the job; `done` runs on a writer thread once the job is durable (or failed), or at
+  // once with UNAVAILABLE when the batcher is stopping.
   void Submit(NewJob job, Callback done);
   // Answers everything queued, then stops the writers.
-  void Stop();
+  void Stop() { queue_.Stop(); }
 
  private:
   struct Pending {
     NewJob job;
     Callback done;
   };
-  void Loop();
+  void Insert(std::vector<Pending>& batch);
 
   JobStore* store_;
   std::function<void()> on_inserted_;
-  const int max_batch_;
-  absl::Mutex mu_;
-  std::vector<Pending> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
+  BatchQueue<Pending> queue_;  // last: its threads use the members above
 };
 
 }  // namespace aijobs::scheduler

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/uuid.h"
+#include "scheduler/testing/fake_job_store.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -26,7 +27,8 @@ constexpr absl::Duration kWait = absl::Seconds(10);
 
 // Records every InsertJobs batch. While the gate is closed, InsertJobs blocks, so the test
 // decides when a batch "commits"; calls whose number is in fail_calls return UNAVAILABLE.
-class FakeJobStore : public JobStore {
+// The other calls answer UNIMPLEMENTED.
+class GatedJobStore : public FakeJobStore {
  public:
   void OpenGate() {
     absl::MutexLock lock(&mu_);
@@ -67,56 +69,6 @@ class FakeJobStore : public JobStore {
     }
     return out;
   }
-
-  absl::StatusOr<v1::Job> GetJob(const Caller&, const std::string&) override {
-    return absl::UnimplementedError("GetJob");
-  }
-  absl::StatusOr<ListPage> ListJobs(const ListQuery&) override {
-    return absl::UnimplementedError("ListJobs");
-  }
-  absl::StatusOr<std::vector<ClaimedJob>> ClaimJobs(const std::vector<std::string>&, int,
-                                                    const std::string&, absl::Duration,
-                                                    absl::Duration) override {
-    return absl::UnimplementedError("ClaimJobs");
-  }
-  absl::Status ExtendLeases(const std::vector<std::string>&, absl::Duration) override {
-    return absl::UnimplementedError("ExtendLeases");
-  }
-  absl::Status AppendDeltas(const std::vector<DeltaRow>&) override {
-    return absl::UnimplementedError("AppendDeltas");
-  }
-  absl::StatusOr<std::vector<v1::Job>> FinishAttempts(const std::vector<AttemptOutcome>&) override {
-    return absl::UnimplementedError("FinishAttempts");
-  }
-  absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int) override {
-    return absl::UnimplementedError("RequeueExpiredLeases");
-  }
-  absl::StatusOr<v1::Job> CancelJob(const Caller&, const std::string&, const std::string&,
-                                    int64_t) override {
-    return absl::UnimplementedError("CancelJob");
-  }
-  absl::StatusOr<v1::Job> RetryJob(const Caller&, const std::string&) override {
-    return absl::UnimplementedError("RetryJob");
-  }
-  absl::StatusOr<EventPage> ReadEvents(const Caller&, const std::string&, int64_t,
-                                       int) override {
-    return absl::UnimplementedError("ReadEvents");
-  }
-  absl::StatusOr<int> DeleteFinishedBefore(absl::Time, int) override {
-    return absl::UnimplementedError("DeleteFinishedBefore");
-  }
-  absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
-    return absl::UnimplementedError("RegisterJobTypes");
-  }
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
-    return absl::UnimplementedError("KnownJobTypes");
-  }
-  absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
-  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
-      const std::vector<std::string>&) override {
-    return absl::UnimplementedError("LatestSeqs");
-  }
-  absl::Status NotifyCancelled(const std::string&) override { return absl::OkStatus(); }
 
  private:
   absl::Mutex mu_;
@@ -167,7 +119,7 @@ NewJob MakeJob(const std::string& tenant = "default") {
 
 TEST(SubmitBatcherTest, ConcurrentSubmitsAreGroupedAndEachGetsItsOwnJob) {
   constexpr int kSubmits = 32;
-  FakeJobStore store;
+  GatedJobStore store;
   std::atomic<int> inserted_batches{0};
   SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/4);
 
@@ -206,7 +158,7 @@ TEST(SubmitBatcherTest, ConcurrentSubmitsAreGroupedAndEachGetsItsOwnJob) {
 }
 
 TEST(SubmitBatcherTest, StoreErrorReachesEveryCallerOfThatBatch) {
-  FakeJobStore store;
+  GatedJobStore store;
   store.FailCall(2);
   std::atomic<int> inserted_batches{0};
   SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/1);
@@ -231,7 +183,7 @@ TEST(SubmitBatcherTest, StoreErrorReachesEveryCallerOfThatBatch) {
 }
 
 TEST(SubmitBatcherTest, StopAnswersQueuedSubmitsThenRefusesNewOnes) {
-  FakeJobStore store;
+  GatedJobStore store;
   SubmitBatcher batcher(&store, nullptr, /*writers=*/1);
   Answers answers(3);
   batcher.Submit(MakeJob(), answers.For(0));

@@ -79,12 +79,7 @@ absl::StatusOr<ChatRequest> ParseChatInput(const Struct& input, const std::strin
     request.messages.push_back(std::move(message));
   }
 
-  if (auto it = fields.find("model");
-      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
-    if (it->second.kind_case() != Value::kStringValue)
-      return Invalid("input.model must be a string");
-    request.model = it->second.string_value();
-  }
+  if (absl::Status s = ParseModelField(input, &request.model); !s.ok()) return s;
   if (auto it = fields.find("max_tokens");
       it != fields.end() && it->second.kind_case() != Value::kNullValue) {
     double v = it->second.number_value();
@@ -102,47 +97,17 @@ absl::StatusOr<ChatRequest> ParseChatInput(const Struct& input, const std::strin
     }
     request.temperature = v;
   }
-  if (auto it = fields.find(provider_name); it != fields.end()) {
-    if (it->second.kind_case() != Value::kStructValue) {
-      return Invalid(absl::StrCat("input.", provider_name, " must be an object"));
-    }
-    request.provider_options = it->second.struct_value();
+  if (absl::Status s = ParseProviderOptions(input, provider_name, &request.provider_options);
+      !s.ok()) {
+    return s;
   }
   return request;
 }
 
-ChatHandler::ChatHandler(std::shared_ptr<JobContext> context, LlmProvider* provider)
-    : context_(std::move(context)), provider_(provider) {}
-
 void ChatHandler::Start() {
-  absl::StatusOr<ChatRequest> request = ParseChatInput(context_->input(), provider_->name());
-  if (!request.ok()) {
-    context_->Fail("INVALID_INPUT", std::string(request.status().message()), false);
-    return;
-  }
-  request->attempt = context_->attempt();
-  request->deadline = context_->deadline();
-  std::unique_ptr<LlmCall> call =
-      provider_->StartChat(*request, std::make_shared<ChatResultSink>(context_));
-  {
-    absl::MutexLock lock(&mu_);
-    if (!cancelled_) {
-      call_ = std::move(call);
-      return;
-    }
-  }
-  // Cancelled while starting. Cancel() may wait for a running callback: never under mu_.
-  call->Cancel();
-}
-
-void ChatHandler::Cancel() {
-  std::unique_ptr<LlmCall> call;
-  {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-    call = std::move(call_);
-  }
-  if (call) call->Cancel();
+  absl::StatusOr<ChatRequest> request = ParseChatInput(context()->input(), provider()->name());
+  if (!PrepareRequest(&request)) return;
+  Begin(provider()->StartChat(*request, std::make_shared<ChatResultSink>(context())));
 }
 
 }  // namespace aijobs::worker

@@ -11,12 +11,12 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "workers/job_handler.h"
 #include "workers/llm_provider.h"
+#include "workers/provider_call_handler.h"
 
 namespace aijobs::worker {
 
@@ -25,20 +25,13 @@ namespace aijobs::worker {
 absl::StatusOr<ChatRequest> ParseChatInput(const google::protobuf::Struct& input,
                                            const std::string& provider_name);
 
-class ChatHandler : public JobHandler {
+class ChatHandler : public ProviderCallHandler {
  public:
   // `provider` must outlive the handler.
-  ChatHandler(std::shared_ptr<JobContext> context, LlmProvider* provider);
+  ChatHandler(std::shared_ptr<JobContext> context, LlmProvider* provider)
+      : ProviderCallHandler(std::move(context), provider) {}
 
   void Start() override;
-  void Cancel() override;
-
- private:
-  const std::shared_ptr<JobContext> context_;
-  LlmProvider* const provider_;
-  absl::Mutex mu_;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  std::unique_ptr<LlmCall> call_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace aijobs::worker

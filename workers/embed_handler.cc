@@ -55,54 +55,18 @@ absl::StatusOr<EmbedRequest> ParseEmbedInput(const Struct& input,
     }
     request.texts.push_back(list[i].string_value());
   }
-  if (auto it = fields.find("model");
-      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
-    if (it->second.kind_case() != Value::kStringValue) {
-      return absl::InvalidArgumentError("input.model must be a string");
-    }
-    request.model = it->second.string_value();
-  }
-  if (auto it = fields.find(provider_name); it != fields.end()) {
-    if (it->second.kind_case() != Value::kStructValue) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input.", provider_name, " must be an object"));
-    }
-    request.provider_options = it->second.struct_value();
+  if (absl::Status s = ParseModelField(input, &request.model); !s.ok()) return s;
+  if (absl::Status s = ParseProviderOptions(input, provider_name, &request.provider_options);
+      !s.ok()) {
+    return s;
   }
   return request;
 }
 
-EmbedHandler::EmbedHandler(std::shared_ptr<JobContext> context, LlmProvider* provider)
-    : context_(std::move(context)), provider_(provider) {}
-
 void EmbedHandler::Start() {
-  absl::StatusOr<EmbedRequest> request = ParseEmbedInput(context_->input(), provider_->name());
-  if (!request.ok()) {
-    context_->Fail("INVALID_INPUT", std::string(request.status().message()), false);
-    return;
-  }
-  request->attempt = context_->attempt();
-  request->deadline = context_->deadline();
-  std::unique_ptr<LlmCall> call =
-      provider_->StartEmbed(*request, std::make_shared<EmbedResultSink>(context_));
-  {
-    absl::MutexLock lock(&mu_);
-    if (!cancelled_) {
-      call_ = std::move(call);
-      return;
-    }
-  }
-  call->Cancel();
-}
-
-void EmbedHandler::Cancel() {
-  std::unique_ptr<LlmCall> call;
-  {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-    call = std::move(call_);
-  }
-  if (call) call->Cancel();
+  absl::StatusOr<EmbedRequest> request = ParseEmbedInput(context()->input(), provider()->name());
+  if (!PrepareRequest(&request)) return;
+  Begin(provider()->StartEmbed(*request, std::make_shared<EmbedResultSink>(context())));
 }
 
 }  // namespace aijobs::worker
