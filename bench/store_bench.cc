@@ -113,8 +113,8 @@ void Report(benchmark::State& state, int per_batch, const std::vector<double>& b
 // timed alone into the batch latencies; it returns the call's status. The first error ends
 // the benchmark with SkipWithError. Reports `rate_name` and the batch latency percentiles.
 template <typename Prepare, typename Call>
-void RunBatches(benchmark::State& state, int per_batch, const char* rate_name,
-                Prepare prepare, Call call) {
+void RunBatches(benchmark::State& state, int per_batch, const char* rate_name, Prepare prepare,
+                Call call) {
   std::vector<double> batch_ms;
   for (auto _ : state) {
     state.PauseTiming();

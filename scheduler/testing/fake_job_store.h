@@ -54,8 +54,7 @@ class FakeJobStore : public JobStore {
   absl::StatusOr<v1::Job> RetryJob(const Caller&, const std::string&) override {
     return absl::UnimplementedError("RetryJob");
   }
-  absl::StatusOr<EventPage> ReadEvents(const Caller&, const std::string&, int64_t,
-                                       int) override {
+  absl::StatusOr<EventPage> ReadEvents(const Caller&, const std::string&, int64_t, int) override {
     return absl::UnimplementedError("ReadEvents");
   }
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
