@@ -90,7 +90,7 @@ void Housekeeping::TimeOutOverdue(const std::shared_ptr<WorkerSession>& session)
 void Housekeeping::LeaseLoop() {
   absl::Duration every = std::min(options_.lease / 3, options_.heartbeat_interval);
   while (Sleep(every)) {
-    std::vector<std::string> owners;
+    std::vector<std::string> running;
     absl::Time dead_before = absl::Now() - 3 * options_.heartbeat_interval;
     for (const auto& s : dispatcher_->Sessions()) {
       if (s->last_heartbeat() < dead_before) {
@@ -99,10 +99,10 @@ void Housekeeping::LeaseLoop() {
         s->Abort("no heartbeat from worker");
         continue;
       }
-      owners.push_back(s->id());
       TimeOutOverdue(s);
+      for (auto& [job_id, attempt] : s->RunningAttempts()) running.push_back(std::move(job_id));
     }
-    absl::Status st = store_->ExtendLeases(owners, options_.lease);
+    absl::Status st = store_->ExtendLeases(running, options_.lease);
     if (!st.ok()) spdlog::warn("extending leases failed: {}", st.ToString());
     auto requeued = store_->RequeueExpiredLeases(500);
     if (!requeued.ok()) {

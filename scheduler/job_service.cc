@@ -387,6 +387,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
         if (!n.ok()) spdlog::warn("cancel notification for {} failed: {}", id, n.ToString());
       }
       *job = std::move(*r);
+    } else if (session && attempt > 0 &&
+               r.status().code() != absl::StatusCode::kFailedPrecondition) {
+      // The attempt already ended here but the cancel was not recorded (database error):
+      // stop the worker anyway. The job's lease is no longer extended, so the reaper
+      // requeues it, and the caller, told UNAVAILABLE, cancels again.
+      session->SendCancel(id, attempt, reason);
     }
     reactor->Finish(ToGrpcStatus(r.status()));
   });

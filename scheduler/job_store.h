@@ -110,8 +110,10 @@ class JobStore {
                                                             absl::Duration lease,
                                                             absl::Duration default_timeout) = 0;
 
-  // Extends the leases of every RUNNING job owned by `lease_owners`.
-  virtual absl::Status ExtendLeases(const std::vector<std::string>& lease_owners,
+  // Extends the leases of the RUNNING jobs `job_ids` (the attempts this replica's workers
+  // are known to run). A job this replica lost track of is not extended, so its lease
+  // expires and the reaper requeues it: nothing stays RUNNING forever.
+  virtual absl::Status ExtendLeases(const std::vector<std::string>& job_ids,
                                     absl::Duration lease) = 0;
 
   // Appends coalesced output rows of RUNNING attempts (rows of a superseded or ended attempt

@@ -249,8 +249,8 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   p.Add(int64_t{std::max(query.page_size, 1) + 1});
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecPrepared(
-      "list_jobs",
+  // Planned per call: which index fits depends on the filters actually given.
+  auto r = (*conn)->ExecParams(
       "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND ($2::int = 0 OR state = $2::int) "
       "AND ($3::text = '' OR type = $3::text) AND ($4::int8 IS NULL OR (created_at, id) < "
       "('epoch'::timestamptz + $4::int8 * interval '1 microsecond', $5::uuid)) "
@@ -283,7 +283,10 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
   p.Add(type_array.Finish()).Add(int64_t{limit}).Add(lease_owner).Add(MicrosLiteral(lease));
   auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecPrepared("claim_jobs", kSql, p);
+  // Planned on every call (not prepared): a queue table swings from empty to huge, and a
+  // generic plan made while it was small (a sequential scan) would stick and burn the
+  // database's CPU once it is large. Planning costs far less than the claim itself.
+  auto r = (*conn)->ExecParams(kSql, p);
   if (!r.ok()) return r.status();
   std::vector<ClaimedJob> out;
   out.reserve(r->rows());
@@ -299,13 +302,13 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
   return out;
 }
 
-absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& lease_owners,
+absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& job_ids,
                                       absl::Duration lease) {
-  if (lease_owners.empty()) return absl::OkStatus();
-  ArrayBuilder owners;
-  for (const auto& o : lease_owners) owners.Add(o);
+  if (job_ids.empty()) return absl::OkStatus();
+  ArrayBuilder ids;
+  for (const auto& id : job_ids) ids.Add(id);
   Params p;
-  p.Add(owners.Finish()).Add(MicrosLiteral(lease));
+  p.Add(ids.Finish()).Add(MicrosLiteral(lease));
   auto conn = relaxed_pool_->Acquire();
   if (!conn.ok()) return conn.status();
   // SKIP LOCKED: a row locked right now is being finished or cancelled; waiting for it could
@@ -314,7 +317,7 @@ absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& lease_owne
       ->ExecPrepared("extend_leases",
                      "UPDATE jobs SET lease_expires_at = now() + $2::int8 * interval "
                      "'1 millisecond' WHERE id IN (SELECT id FROM jobs WHERE state = 2 AND "
-                     "lease_owner = ANY($1::text[]) FOR UPDATE SKIP LOCKED)",
+                     "id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED)",
                      p)
       .status();
 }
@@ -414,7 +417,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit)
   p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecPrepared("requeue_expired", kSql, p);
+  auto r = (*conn)->ExecParams(kSql, p);  // planned per call, as ClaimJobs
   if (!r.ok()) return r.status();
   return RowsToJobs(*r);
 }
@@ -572,8 +575,7 @@ absl::StatusOr<int> PgJobStore::DeleteFinishedBefore(absl::Time cutoff, int limi
   p.Add(absl::ToUnixMicros(cutoff)).Add(int64_t{limit});
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecPrepared(
-      "delete_finished",
+  auto r = (*conn)->ExecParams(
       "WITH d AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state >= 3 AND "
       "finished_at < 'epoch'::timestamptz + $1::int8 * interval '1 microsecond' LIMIT $2) "
       "RETURNING id), e AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM d)) "

@@ -27,7 +27,7 @@ class PgJobStore : public JobStore {
                                                     int limit, const std::string& lease_owner,
                                                     absl::Duration lease,
                                                     absl::Duration default_timeout) override;
-  absl::Status ExtendLeases(const std::vector<std::string>& lease_owners,
+  absl::Status ExtendLeases(const std::vector<std::string>& job_ids,
                             absl::Duration lease) override;
   absl::Status AppendDeltas(const std::vector<DeltaRow>& rows) override;
   absl::StatusOr<std::vector<v1::Job>> FinishAttempts(

@@ -25,6 +25,7 @@
 #include "common/uuid.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/migrations.h"
+#include "tests/fixtures/process.h"
 #include "tests/fixtures/pg_server.h"
 
 namespace aijobs::scheduler {
@@ -818,14 +819,21 @@ TEST_F(PgJobStoreTest, ExpiredLeaseIsRequeuedThenFailedWhenAttemptsAreUsedUp) {
   EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
 }
 
-TEST_F(PgJobStoreTest, ExtendLeasesKeepsJobsOfLiveSessions) {
+TEST_F(PgJobStoreTest, ExtendLeasesKeepsTheNamedRunningJobs) {
   v1::Job job = Submit(MakeJob());
+  v1::Job forgotten = Submit(MakeJob());
   ClaimOne("chat", absl::Milliseconds(1), "session-a");
-  ASSERT_TRUE(store_->ExtendLeases({"session-b", "session-a"}, absl::Minutes(5)).ok());
-  auto r = store_->RequeueExpiredLeases(100);
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_THAT(*r, IsEmpty());
+  ClaimOne("chat", absl::Milliseconds(1), "session-a");
+  ASSERT_TRUE(store_->ExtendLeases({job.id()}, absl::Minutes(5)).ok());
+  // The job not named (its replica lost track of it) expires and is requeued.
+  ASSERT_TRUE(aijobs::testing::WaitFor(
+      [&] {
+        auto r = store_->RequeueExpiredLeases(100);
+        return r.ok() && r->size() == 1 && (*r)[0].id() == forgotten.id();
+      },
+      absl::Seconds(10)));
   EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
+  EXPECT_EQ(Get(forgotten.id()).state(), v1::QUEUED);
   EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM jobs WHERE lease_expires_at > now() + "
                                   "interval '4 minutes' AND id = '",
                                   job.id(), "'")),
