@@ -27,7 +27,6 @@ using pg::Result;
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
   "idempotency_key, timeout_ms, result, error, run_after_us, created_us, updated_us, " \
   "started_us, finished_us, last_seq"
-constexpr int kJobColumnCount = 19;
 
 // Writes the event of a transition for every row of the CTE `upd`: a final_job event for
 // terminal states, a state change otherwise.

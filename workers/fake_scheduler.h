@@ -83,7 +83,7 @@ class FakeScheduler : public aijobs::v1::WorkerService::Service {
       if (absl::Now() >= until) return false;
       size_t seen = received_.size();
       int closed = streams_closed_;
-      auto changed = [&]() { return received_.size() != seen || streams_closed_ != closed; };
+      auto changed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return received_.size() != seen || streams_closed_ != closed; };
       mu_.AwaitWithDeadline(absl::Condition(&changed), until);
     }
     return true;
@@ -99,7 +99,7 @@ class FakeScheduler : public aijobs::v1::WorkerService::Service {
   }
   bool WaitClosed(int n) {
     absl::MutexLock lock(&mu_);
-    auto closed = [&]() { return streams_closed_ >= n; };
+    auto closed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return streams_closed_ >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&closed), kWait);
   }
   size_t closed_after() {
