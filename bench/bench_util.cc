@@ -1,5 +1,6 @@
 #include "bench/bench_util.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,8 +12,6 @@
 #include <numeric>
 #include <sstream>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -88,7 +87,6 @@ int64_t RssKiB(pid_t pid) {
   return -1;
 }
 
-
 namespace {
 
 // Parses /proc/<pid>/stat: parent pid and user+system CPU seconds.
@@ -146,9 +144,9 @@ void ReportCpu(benchmark::State& state, const CpuUse& a, const CpuUse& b, absl::
 
 v1::SubmitJobRequest SimChatRequest(const std::string& sim_json) {
   v1::SubmitJobRequest req;
-  std::string json = absl::StrCat(
-      R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}],"sim":)", sim_json,
-      "}}");
+  std::string json =
+      absl::StrCat(R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}],"sim":)",
+                   sim_json, "}}");
   auto s = google::protobuf::util::JsonStringToMessage(json, &req);
   if (!s.ok()) {
     fprintf(stderr, "bench: bad request JSON %s: %s\n", json.c_str(), s.ToString().c_str());
@@ -258,8 +256,9 @@ absl::Status Cluster::StartWorkers(int count, int slots) {
     opts.path = testing::BinPath("aijobs-worker");
     std::string id = absl::StrCat("bench-worker-", getpid(), "-", i);
     opts.log_name = id;
-    opts.args = {"--scheduler", address_, "--worker_id", id, "--slots", absl::StrCat(slots),
-                 "--sim_ttft_ms", "0", "--sim_tokens_per_s", "0", "--sim_tokens", "1"};
+    opts.args = {
+        "--scheduler",   address_, "--worker_id",        id,  "--slots",      absl::StrCat(slots),
+        "--sim_ttft_ms", "0",      "--sim_tokens_per_s", "0", "--sim_tokens", "1"};
     auto proc = testing::Process::Start(opts);
     if (!proc.ok()) return proc.status();
     workers_.push_back(std::move(*proc));
@@ -326,8 +325,8 @@ absl::StatusOr<bool> Cluster::AllFinished() {
 // ---------------------------------------------------------------------------------------
 // AsyncWatcher
 
-AsyncWatcher::AsyncWatcher(v1::JobService::Stub* stub, const std::string& job_id,
-                           OnEvent on_event, absl::Duration timeout)
+AsyncWatcher::AsyncWatcher(v1::JobService::Stub* stub, const std::string& job_id, OnEvent on_event,
+                           absl::Duration timeout)
     : on_event_(std::move(on_event)) {
   request_.set_job_id(job_id);
   ctx_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));

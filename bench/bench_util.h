@@ -7,15 +7,14 @@
 //   aijobs::bench::ReportLatency(state, "", aijobs::bench::Summarize(latencies_ms));
 #pragma once
 
+#include <benchmark/benchmark.h>
+#include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -64,7 +63,7 @@ struct CpuUse {
   double scheduler = 0;
   double postgres = 0;  // postmaster and all its children (backends, WAL writer, ...)
   double workers = 0;
-  double bench = 0;     // this process: the clients
+  double bench = 0;  // this process: the clients
 };
 // Percent of one core each group used between `a` and `b` over `wall` (200 = both cores).
 void ReportCpu(benchmark::State& state, const CpuUse& a, const CpuUse& b, absl::Duration wall);

@@ -7,14 +7,14 @@
 //   build/bench/bench_scheduler --benchmark_filter=BM_Submit_Durable
 //   AIJOBS_BENCH_SMOKE=1 build/bench/bench_scheduler --benchmark_min_time=0.01
 //   build/bench/bench_scheduler --benchmark_out=build/bench_scheduler.json
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -117,8 +117,8 @@ void BM_Submit_Durable(benchmark::State& state) {
   const int concurrency = static_cast<int>(state.range(0));
   Cluster* c = SetUp(state);
   if (c == nullptr) return;
-  const int total = Scaled(std::clamp(concurrency * 200, 2000, 20000),
-                           std::min(concurrency * 2, 128));
+  const int total =
+      Scaled(std::clamp(concurrency * 200, 2000, 20000), std::min(concurrency * 2, 128));
   const v1::SubmitJobRequest request = SimChatRequest(kNoopSim);
   SubmitRun run;
   CpuUse cpu0, cpu1;
@@ -132,7 +132,8 @@ void BM_Submit_Durable(benchmark::State& state) {
     state.SetIterationTime(absl::ToDoubleSeconds(run.end - run.start));
   }
   if (run.errors > 0) {
-    state.SkipWithError(absl::StrCat(run.errors, " submits failed, first: ", run.first_error).c_str());
+    state.SkipWithError(
+        absl::StrCat(run.errors, " submits failed, first: ", run.first_error).c_str());
     return;
   }
   state.counters["jobs"] = total;
@@ -228,7 +229,8 @@ void BM_EndToEnd_NoopLLM(benchmark::State& state) {
   }
   std::vector<double> e2e_ms;
   for (const auto& s : samples) {
-    if (s.succeeded != absl::InfinitePast()) e2e_ms.push_back(absl::ToDoubleMilliseconds(s.succeeded - s.t0));
+    if (s.succeeded != absl::InfinitePast())
+      e2e_ms.push_back(absl::ToDoubleMilliseconds(s.succeeded - s.t0));
   }
   state.counters["jobs"] = total;
   state.counters["jobs_per_s"] = total / wall_s;
@@ -280,8 +282,7 @@ void BM_IdleLatency(benchmark::State& state) {
           [&](const v1::JobEvent& e) {
             absl::Time now = absl::Now();
             if (e.has_state_change() && e.state_change().state() == v1::RUNNING) {
-              dispatch_ms.push_back(
-                  absl::ToDoubleMilliseconds(FromProtoTimestamp(e.time()) - t0));
+              dispatch_ms.push_back(absl::ToDoubleMilliseconds(FromProtoTimestamp(e.time()) - t0));
               running_seen_ms.push_back(absl::ToDoubleMilliseconds(now - t0));
             }
             if (e.has_final_job()) {
@@ -339,9 +340,9 @@ absl::Status RunStreaming(Cluster* c, int streams, bool probe_health, StreamingR
   // Time for every watcher to attach before the first token (submitting 1,000 jobs takes a
   // while on 2 shared cores).
   const int ttft_ms = streams > 1 ? Scaled(2000, 500) : 300;
-  const v1::SubmitJobRequest request = SimChatRequest(absl::StrCat(
-      R"({"ttft_ms":)", ttft_ms, R"(,"tokens_per_s":)", tokens_per_s, R"(,"tokens":)", tokens,
-      "}"));
+  const v1::SubmitJobRequest request =
+      SimChatRequest(absl::StrCat(R"({"ttft_ms":)", ttft_ms, R"(,"tokens_per_s":)", tokens_per_s,
+                                  R"(,"tokens":)", tokens, "}"));
   c->StopWorkers();
   if (auto s = c->ResetJobs(); !s.ok()) return s;
   int workers = streams > 64 ? 2 : 1;
@@ -386,8 +387,8 @@ absl::Status RunStreaming(Cluster* c, int streams, bool probe_health, StreamingR
   if (run.errors > 0) {
     return absl::InternalError(absl::StrCat(run.errors, " submits failed: ", run.first_error));
   }
-  absl::Duration budget = absl::Milliseconds(ttft_ms) + absl::Seconds(tokens / tokens_per_s) +
-                          absl::Seconds(120);
+  absl::Duration budget =
+      absl::Milliseconds(ttft_ms) + absl::Seconds(tokens / tokens_per_s) + absl::Seconds(120);
   for (auto& w : watchers) {
     if (!w->WaitDone(budget)) return absl::DeadlineExceededError("a watch did not end");
   }
@@ -420,8 +421,8 @@ void ReportStreaming(benchmark::State& state, Cluster* c, int streams, const Str
 void BM_TokenRelay(benchmark::State& state) {
   Cluster* c = SetUp(state);
   if (c == nullptr) return;
-  const int streams = Scaled(static_cast<int>(state.range(0)),
-                             std::min(static_cast<int>(state.range(0)), 20));
+  const int streams =
+      Scaled(static_cast<int>(state.range(0)), std::min(static_cast<int>(state.range(0)), 20));
   StreamingResult r;
   for (auto _ : state) {
     r = StreamingResult();
@@ -477,8 +478,8 @@ BENCHMARK(BM_HealthUnderLoad)
 void BM_WatchFanout(benchmark::State& state) {
   Cluster* c = SetUp(state);
   if (c == nullptr) return;
-  const int streams = Scaled(static_cast<int>(state.range(0)),
-                             static_cast<int>(state.range(0)) / 100);
+  const int streams =
+      Scaled(static_cast<int>(state.range(0)), static_cast<int>(state.range(0)) / 100);
   const absl::Duration idle_window = absl::Seconds(Scaled(5, 1));
   int64_t before_kib = 0, after_kib = 0;
   double idle_cpu = 0;
@@ -488,10 +489,9 @@ void BM_WatchFanout(benchmark::State& state) {
     if (!Check(state, c->ResetJobs(), "reset")) return;
     // Jobs that stay QUEUED (no worker), each watched once.
     std::vector<std::string> ids(streams);
-    SubmitRun run = RunSubmitters(c->client(), SimChatRequest(kNoopSim), streams, 64,
-                                  [&](int index, const v1::Job& job, absl::Time) {
-                                    ids[index] = job.id();
-                                  });
+    SubmitRun run =
+        RunSubmitters(c->client(), SimChatRequest(kNoopSim), streams, 64,
+                      [&](int index, const v1::Job& job, absl::Time) { ids[index] = job.id(); });
     if (run.errors > 0) {
       state.SkipWithError(absl::StrCat(run.errors, " submits failed: ", run.first_error).c_str());
       return;
@@ -543,8 +543,8 @@ BENCHMARK(BM_WatchFanout)
 void BM_LLMBound(benchmark::State& state) {
   Cluster* c = SetUp(state);
   if (c == nullptr) return;
-  const int users = Scaled(static_cast<int>(state.range(0)),
-                           std::min(static_cast<int>(state.range(0)), 5));
+  const int users =
+      Scaled(static_cast<int>(state.range(0)), std::min(static_cast<int>(state.range(0)), 5));
   const int questions = Scaled(3, 1);
   const int llm_ms = Scaled(2500, 100);
   const v1::SubmitJobRequest request =

@@ -6,11 +6,11 @@
 //   build/bench/bench_store
 //   build/bench/bench_store --benchmark_filter=BM_Store_ClaimJobs
 //   AIJOBS_BENCH_SMOKE=1 build/bench/bench_store --benchmark_min_time=0.01
+#include <benchmark/benchmark.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -166,7 +166,13 @@ void BM_Store_InsertJobs(benchmark::State& state) {
       [&]() -> absl::StatusOr<std::vector<NewJob>> { return MakeJobs(batch); },
       [&](const std::vector<NewJob>& jobs) { return env->store->InsertJobs(jobs).status(); });
 }
-BENCHMARK(BM_Store_InsertJobs)->ArgName("batch")->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Store_InsertJobs)
+    ->ArgName("batch")
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(1024)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Store_ClaimJobs(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
@@ -179,7 +185,13 @@ void BM_Store_ClaimJobs(benchmark::State& state) {
                        batch, "claimed fewer jobs than queued");
       });
 }
-BENCHMARK(BM_Store_ClaimJobs)->ArgName("batch")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Store_ClaimJobs)
+    ->ArgName("batch")
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(256)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Store_FinishAttempts(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
@@ -208,7 +220,13 @@ void BM_Store_FinishAttempts(benchmark::State& state) {
                               "finished fewer attempts than claimed");
              });
 }
-BENCHMARK(BM_Store_FinishAttempts)->ArgName("batch")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Store_FinishAttempts)
+    ->ArgName("batch")
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(256)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // One coalesced row per running job (4 pieces each), as the event flusher writes them.
 void BM_Store_AppendDeltas(benchmark::State& state) {
@@ -242,7 +260,13 @@ void BM_Store_AppendDeltas(benchmark::State& state) {
   RunBatches(state, rows, "rows_per_s", next_batch,
              [&](const std::vector<DeltaRow>& batch) { return env->store->AppendDeltas(batch); });
 }
-BENCHMARK(BM_Store_AppendDeltas)->ArgName("rows")->Arg(1)->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Store_AppendDeltas)
+    ->ArgName("rows")
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(256)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace aijobs::bench

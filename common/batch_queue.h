@@ -3,9 +3,9 @@
 // group commit: while one batch is being written the next one gathers, so batches grow with
 // load and latency stays one write.
 //
-//   BatchQueue<Row> q(/*threads=*/2, /*max_batch=*/512, [&](std::vector<Row>& rows) { Write(rows); });
-//   q.Push(row);      // false once Stop() began
-//   q.Flush();        // returns when everything pushed so far was processed
+//   BatchQueue<Row> q(/*threads=*/2, /*max_batch=*/512, [&](std::vector<Row>& rows) { Write(rows);
+//   }); q.Push(row);      // false once Stop() began q.Flush();        // returns when everything
+//   pushed so far was processed
 #pragma once
 
 #include <algorithm>
@@ -63,9 +63,8 @@ class BatchQueue {
       std::vector<T> batch;
       {
         absl::MutexLock lock(&mu_);
-        auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-          return stopping_ || !queue_.empty();
-        };
+        auto ready = [this]()
+                         ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
         mu_.Await(absl::Condition(&ready));
         if (queue_.empty()) return;  // stopping, and drained
         size_t n = std::min(queue_.size(), max_batch_);

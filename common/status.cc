@@ -15,9 +15,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 }
 
 std::string DescribeGrpcStatus(const grpc::Status& status) {
-  return absl::StrCat(
-      absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())), ": ",
-      status.error_message());
+  return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+                      ": ", status.error_message());
 }
 
 }  // namespace aijobs

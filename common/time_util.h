@@ -5,10 +5,10 @@
 //   absl::Duration d = aijobs::FromProtoDuration(request.timeout());
 #pragma once
 
-#include <cstdint>
-
 #include <google/protobuf/duration.pb.h>
 #include <google/protobuf/timestamp.pb.h>
+
+#include <cstdint>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"

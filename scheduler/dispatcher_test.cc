@@ -3,13 +3,13 @@
 // lost session's attempts, prompt wake-ups.
 #include "scheduler/dispatcher.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -401,8 +401,8 @@ TEST_F(DispatcherTest, WakeTriggersAPromptClaim) {
   EXPECT_EQ(session->assignments()[0].job_id(), job.id());
 }
 
-// Regression (fixed): WakeAt only lowers next_wake_ (dispatcher.cc:38-41); it neither sets wake_ nor
-// re-arms the wait, and Loop computed its AwaitWithDeadline deadline (dispatcher.cc:118-119)
+// Regression (fixed): WakeAt only lowers next_wake_ (dispatcher.cc:38-41); it neither sets wake_
+// nor re-arms the wait, and Loop computed its AwaitWithDeadline deadline (dispatcher.cc:118-119)
 // before. A loop already parked keeps sleeping until its old deadline (up to
 // poll_interval), so a delayed retry becomes runnable but is claimed up to poll_interval
 // late, breaking "Claims again no later than `t`". AttemptFinisher's on_requeued (wired in

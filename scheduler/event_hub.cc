@@ -14,8 +14,8 @@ bool IsTerminal(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }
 
-void AppendPieceEvents(const std::string& job_id, int32_t attempt,
-                       const std::vector<Piece>& pieces, std::vector<v1::JobEvent>* out) {
+void AppendPieceEvents(const std::string& job_id, int32_t attempt, const std::vector<Piece>& pieces,
+                       std::vector<v1::JobEvent>* out) {
   for (const Piece& p : pieces) {
     v1::JobEvent& e = out->emplace_back();
     e.set_job_id(job_id);

@@ -46,7 +46,7 @@ class EventHub {
 
   struct AttemptTail {
     bool found = false;
-    int64_t last_seq = 0;             // highest seq used for the job on this replica
+    int64_t last_seq = 0;                // highest seq used for the job on this replica
     v1::internal::DeltaBatch unflushed;  // deltas not confirmed persisted (may be empty)
   };
   // Ends the attempt (later deltas are dropped) and returns what must be persisted with
@@ -82,7 +82,7 @@ class EventHub {
     int32_t buffered_attempt = 0;
     std::vector<v1::internal::DeltaBatch::Piece> pending;    // not yet taken by the flusher
     std::vector<v1::internal::DeltaBatch::Piece> in_flight;  // taken, not yet confirmed
-    std::vector<v1::internal::DeltaBatch::Piece> tail;       // ended attempt, awaiting its transition
+    std::vector<v1::internal::DeltaBatch::Piece> tail;  // ended attempt, awaiting its transition
   };
   struct Shard {
     absl::Mutex mu;
@@ -92,7 +92,8 @@ class EventHub {
 
   Shard& ShardFor(const std::string& job_id);
   static void Deliver(Channel& channel, const v1::JobEvent& event);
-  static void EraseIfIdle(Shard& shard, const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  static void EraseIfIdle(Shard& shard, const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   std::unique_ptr<Shard[]> shards_;
 };

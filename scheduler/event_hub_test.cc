@@ -2,16 +2,16 @@
 // buffered events a late subscriber gets, the flusher hand-off and attempt tails.
 #include "scheduler/event_hub.h"
 
+#include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <memory>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <google/protobuf/util/message_differencer.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -177,15 +177,15 @@ TEST(EventHubTest, SubscribeReturnsPendingInFlightAndTailEvents) {
   EXPECT_THAT(DescribeAll(s1->events()), ElementsAre("6 a1 d", "7 final SUCCEEDED"));
 }
 
-// Regression (fixed): EndAttempt copies in-flight pieces into the returned `unflushed` but keeps them only
-// in Channel::in_flight, not in the tail (event_hub.cc:117-121). When the flusher's write of
-// those pieces then fails, ConfirmFlushed(ok=false) drops them because the attempt is no
-// longer running (event_hub.cc:175-177) and EraseIfIdle may even erase the channel. Until
-// the AttemptFinisher commits them with the final transition, a watcher that subscribes
-// gets neither them from Subscribe nor from job_events: it misses output, contrary to
-// EndAttempt's contract ("unflushed deltas stay visible to new subscribers until the next
-// Publish"). Fix: in ConfirmFlushed, when !ok and the channel is not running (or the row's
-// attempt is the ended one), move the pieces into c.tail (kept sorted) instead of dropping.
+// Regression (fixed): EndAttempt copies in-flight pieces into the returned `unflushed` but keeps
+// them only in Channel::in_flight, not in the tail (event_hub.cc:117-121). When the flusher's write
+// of those pieces then fails, ConfirmFlushed(ok=false) drops them because the attempt is no longer
+// running (event_hub.cc:175-177) and EraseIfIdle may even erase the channel. Until the
+// AttemptFinisher commits them with the final transition, a watcher that subscribes gets neither
+// them from Subscribe nor from job_events: it misses output, contrary to EndAttempt's contract
+// ("unflushed deltas stay visible to new subscribers until the next Publish"). Fix: in
+// ConfirmFlushed, when !ok and the channel is not running (or the row's attempt is the ended one),
+// move the pieces into c.tail (kept sorted) instead of dropping.
 TEST(EventHubTest, FailedFlushAfterEndAttemptKeepsPiecesVisible) {
   EventHub hub;
   hub.StartAttempt(kJob, 1, 2);

@@ -10,7 +10,10 @@ namespace aijobs::scheduler {
 
 Housekeeping::Housekeeping(JobStore* store, EventHub* hub, Dispatcher* dispatcher,
                            AttemptFinisher* finisher, HousekeepingOptions options)
-    : store_(store), hub_(hub), dispatcher_(dispatcher), finisher_(finisher),
+    : store_(store),
+      hub_(hub),
+      dispatcher_(dispatcher),
+      finisher_(finisher),
       options_(std::move(options)) {
   threads_.emplace_back([this] { FlushLoop(); });
   threads_.emplace_back([this] { LeaseLoop(); });
@@ -58,7 +61,8 @@ void Housekeeping::FlushDeltas() {
   std::vector<DeltaRow> rows = hub_->TakePending();
   if (rows.empty()) return;
   absl::Status s = store_->AppendDeltas(rows);
-  if (!s.ok()) spdlog::warn("writing {} delta rows failed (will retry): {}", rows.size(), s.ToString());
+  if (!s.ok())
+    spdlog::warn("writing {} delta rows failed (will retry): {}", rows.size(), s.ToString());
   hub_->ConfirmFlushed(rows, s.ok());
 }
 
@@ -142,8 +146,8 @@ void Housekeeping::CancelLocalAttempt(const std::string& job_id) {
   // drop its unwritten output; the worker's CANCELLED report then frees the slot.
   hub_->EndAttempt(job_id, attempt);
   session->SendCancel(job_id, attempt, "cancelled by request");
-  spdlog::info("cancelled attempt {} of job {} on worker {} (cancel from another replica)",
-               attempt, job_id, session->worker_id());
+  spdlog::info("cancelled attempt {} of job {} on worker {} (cancel from another replica)", attempt,
+               job_id, session->worker_id());
 }
 
 void Housekeeping::ListenLoop() {

@@ -41,7 +41,10 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::JobEvent>,
  public:
   WatchStream(JobServiceDeps* deps, WatchRegistry* registry, Caller caller, std::string job_id,
               int64_t after_seq)
-      : deps_(deps), registry_(registry), caller_(std::move(caller)), job_id_(std::move(job_id)),
+      : deps_(deps),
+        registry_(registry),
+        caller_(std::move(caller)),
+        job_id_(std::move(job_id)),
         cursor_(after_seq) {}
 
   void Start(std::shared_ptr<WatchStream> self);

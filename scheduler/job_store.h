@@ -15,8 +15,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "aijobs/v1/job.pb.h"
 #include "aijobs/v1/internal.pb.h"
+#include "aijobs/v1/job.pb.h"
 
 namespace aijobs::scheduler {
 
@@ -54,10 +54,10 @@ struct AttemptOutcome {
   std::string job_id;
   int32_t attempt = 0;
   Kind kind = Kind::kSucceeded;
-  google::protobuf::Struct result;  // kSucceeded
-  v1::JobError error;               // failures
-  absl::Duration retry_delay;       // kRetryableFailure: not before now + delay
-  int64_t last_seq = 0;             // highest seq the scheduler already used for the job
+  google::protobuf::Struct result;     // kSucceeded
+  v1::JobError error;                  // failures
+  absl::Duration retry_delay;          // kRetryableFailure: not before now + delay
+  int64_t last_seq = 0;                // highest seq the scheduler already used for the job
   v1::internal::DeltaBatch unflushed;  // the attempt's output not yet stored (may be empty)
 };
 
@@ -93,7 +93,8 @@ class JobStore {
   // Creates the jobs in one transaction (QUEUED, seq 1 = the QUEUED event). A job whose
   // idempotency key already exists for the tenant is not created: its outcome is the existing
   // job with existing = true. Outcomes are in the order of `jobs`.
-  virtual absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) = 0;
+  virtual absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(
+      const std::vector<NewJob>& jobs) = 0;
 
   // NOT_FOUND when the job does not exist for the caller's tenant.
   virtual absl::StatusOr<v1::Job> GetJob(const Caller& caller, const std::string& id) = 0;

@@ -102,15 +102,15 @@ absl::Status ApplyMigrations(pg::Connection& conn) {
   int current = static_cast<int>(applied->GetInt(0, 0));
   for (const Migration& m : Migrations()) {
     if (m.version <= current) continue;
-    std::string sql = absl::StrCat("BEGIN;\n", m.sql,
-                                   "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
-                                   m.version, ");\nCOMMIT;");
+    std::string sql =
+        absl::StrCat("BEGIN;\n", m.sql, "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
+                     m.version, ");\nCOMMIT;");
     auto r = conn.Exec(sql);
     if (!r.ok()) {
       (void)conn.Exec("ROLLBACK");
       unlock();
-      return absl::Status(r.status().code(), absl::StrCat("migration ", m.version,
-                                                          " failed: ", r.status().message()));
+      return absl::Status(r.status().code(),
+                          absl::StrCat("migration ", m.version, " failed: ", r.status().message()));
     }
     spdlog::info("applied schema migration {}", m.version);
   }

@@ -18,10 +18,10 @@ using pg::Params;
 using pg::Result;
 
 // The columns every statement returning jobs selects, and their names in a CTE.
-#define JOB_COLUMNS                                                                         \
-  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "              \
-  "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, "     \
-  "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "              \
+#define JOB_COLUMNS                                                                    \
+  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
+  "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, " \
+  "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "         \
   "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq"
 #define JOB_NAMES                                                                      \
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
@@ -30,9 +30,9 @@ using pg::Result;
 
 // Writes the event of a transition for every row of the CTE `upd`: a final_job event for
 // terminal states, a state change otherwise.
-#define TRANSITION_EVENTS                                                            \
+#define TRANSITION_EVENTS                                                              \
   "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, error, payload) " \
-  "SELECT id, last_seq, CASE WHEN state >= 3 THEN 3 ELSE 1 END, state, attempt, "     \
+  "SELECT id, last_seq, CASE WHEN state >= 3 THEN 3 ELSE 1 END, state, attempt, "      \
   "error, CASE WHEN state = 3 THEN result END FROM upd ON CONFLICT DO NOTHING) "
 
 v1::Job RowToJob(const Result& r, int row) {
@@ -103,15 +103,14 @@ class DeltaArrays {
 
 // The next seq for a transition made without the running replica's counter: past every
 // stored event, so it never collides with flushed output.
-#define NEXT_SEQ_FROM_EVENTS(extra)                                                    \
-  "GREATEST(last_seq, " extra ", (SELECT coalesce(max(e.seq), 0) FROM job_events e " \
+#define NEXT_SEQ_FROM_EVENTS(extra)                      \
+  "GREATEST(last_seq, " extra                            \
+  ", (SELECT coalesce(max(e.seq), 0) FROM job_events e " \
   "WHERE e.job_id = jobs.id)) + 1"
 
 std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
 
-std::string JobNotFound(const std::string& id) {
-  return absl::StrCat("job ", id, " not found");
-}
+std::string JobNotFound(const std::string& id) { return absl::StrCat("job ", id, " not found"); }
 
 }  // namespace
 
@@ -179,7 +178,8 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
     job.set_max_attempts(j.max_attempts);
     job.set_priority(j.priority);
     if (j.idempotency_key) job.set_idempotency_key(*j.idempotency_key);
-    if (j.timeout_ms > 0) *job.mutable_timeout() = ToProtoDuration(absl::Milliseconds(j.timeout_ms));
+    if (j.timeout_ms > 0)
+      *job.mutable_timeout() = ToProtoDuration(absl::Milliseconds(j.timeout_ms));
     *job.mutable_created_at() = MicrosToTimestamp(it->second);
     *job.mutable_updated_at() = job.created_at();
     *job.mutable_run_after() = job.created_at();
@@ -194,7 +194,8 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
     q.Add(tenant).Add(key_array.Finish());
     auto existing = (*conn)->ExecPrepared(
         "jobs_by_keys",
-        "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])",
+        "SELECT " JOB_COLUMNS
+        " FROM jobs WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])",
         q);
     if (!existing.ok()) return existing.status();
     std::unordered_map<std::string, v1::Job> by_key;
@@ -239,9 +240,8 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
     if (dot == std::string::npos ||
         !absl::SimpleAtoi(absl::string_view(query.page_token.data(), dot), &created_us) ||
         !IsUuid(id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page_token \"", query.page_token,
-                       "\" is not a token returned by ListJobs"));
+      return absl::InvalidArgumentError(absl::StrCat("page_token \"", query.page_token,
+                                                     "\" is not a token returned by ListJobs"));
     }
     p.Add(created_us).Add(id);
   }
@@ -250,7 +250,8 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   if (!conn.ok()) return conn.status();
   // Planned per call: which index fits depends on the filters actually given.
   auto r = (*conn)->ExecParams(
-      "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND ($2::int = 0 OR state = $2::int) "
+      "SELECT " JOB_COLUMNS
+      " FROM jobs WHERE tenant_id = $1 AND ($2::int = 0 OR state = $2::int) "
       "AND ($3::text = '' OR type = $3::text) AND ($4::int8 IS NULL OR (created_at, id) < "
       "('epoch'::timestamptz + $4::int8 * interval '1 microsecond', $5::uuid)) "
       "ORDER BY created_at DESC, id DESC LIMIT $6",
@@ -266,9 +267,11 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   return page;
 }
 
-absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(
-    const std::vector<std::string>& types, int limit, const std::string& lease_owner,
-    absl::Duration lease, absl::Duration default_timeout) {
+absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(const std::vector<std::string>& types,
+                                                              int limit,
+                                                              const std::string& lease_owner,
+                                                              absl::Duration lease,
+                                                              absl::Duration default_timeout) {
   static constexpr char kSql[] =
       "WITH c AS (SELECT id AS c_id FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
       "AND run_after <= now() ORDER BY priority DESC, run_after LIMIT $2 FOR UPDATE SKIP LOCKED), "
@@ -338,7 +341,7 @@ absl::Status PgJobStore::AppendDeltas(const std::vector<DeltaRow>& rows) {
 absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
     const std::vector<AttemptOutcome>& outcomes) {
   if (outcomes.empty()) return std::vector<v1::Job>{};
-  // u_kind: 0 succeeded, 1 retryable failure, 2 fatal failure.
+    // u_kind: 0 succeeded, 1 retryable failure, 2 fatal failure.
 #define NEW_STATE \
   "(CASE WHEN u_kind = 0 THEN 3 WHEN u_kind = 1 AND attempt < max_attempts THEN 1 ELSE 4 END)"
   static constexpr char kSql[] =

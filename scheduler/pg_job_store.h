@@ -3,7 +3,8 @@
 //
 //   pg::Pool pool(url, 16);
 //   PgJobStore store(&pool);
-//   auto claimed = store.ClaimJobs({"chat"}, 64, "session-1", absl::Seconds(30), absl::Minutes(10));
+//   auto claimed = store.ClaimJobs({"chat"}, 64, "session-1", absl::Seconds(30),
+//   absl::Minutes(10));
 #pragma once
 
 #include "common/pg/pool.h"
@@ -27,8 +28,7 @@ class PgJobStore : public JobStore {
                                                     int limit, const std::string& lease_owner,
                                                     absl::Duration lease,
                                                     absl::Duration default_timeout) override;
-  absl::Status ExtendLeases(const std::vector<std::string>& job_ids,
-                            absl::Duration lease) override;
+  absl::Status ExtendLeases(const std::vector<std::string>& job_ids, absl::Duration lease) override;
   absl::Status AppendDeltas(const std::vector<DeltaRow>& rows) override;
   absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
       const std::vector<AttemptOutcome>& outcomes) override;

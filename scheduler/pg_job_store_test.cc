@@ -4,6 +4,10 @@
 // paging — plus concurrent schema migrations.
 #include "scheduler/pg_job_store.h"
 
+#include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -11,10 +15,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <google/protobuf/util/message_differencer.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -25,8 +25,8 @@
 #include "common/uuid.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/migrations.h"
-#include "tests/fixtures/process.h"
 #include "tests/fixtures/pg_server.h"
+#include "tests/fixtures/process.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -114,8 +114,8 @@ class PgJobStoreTest : public aijobs::testing::PgTest {
     admin_.reset();
   }
 
-  NewJob MakeJob(const std::string& type = "chat", int32_t priority = 0,
-                 int32_t max_attempts = 3, Caller caller = Caller{}) {
+  NewJob MakeJob(const std::string& type = "chat", int32_t priority = 0, int32_t max_attempts = 3,
+                 Caller caller = Caller{}) {
     NewJob j;
     j.id = NewUuid();
     j.caller = std::move(caller);
@@ -148,8 +148,7 @@ class PgJobStoreTest : public aijobs::testing::PgTest {
   }
 
   std::vector<v1::Job> Finish(const std::string& id, int32_t attempt, Kind kind,
-                              absl::Duration delay = absl::ZeroDuration(),
-                              int64_t last_seq = 0) {
+                              absl::Duration delay = absl::ZeroDuration(), int64_t last_seq = 0) {
     AttemptOutcome o;
     o.job_id = id;
     o.attempt = attempt;
@@ -227,7 +226,9 @@ TEST_F(PgJobStoreTest, InsertJobsReturnsQueuedJobsWithFirstEvent) {
   auto stored = store_->GetJob(Caller{"t1", "bob"}, a.id);
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*stored, ja))
-      << "stored:\n" << stored->DebugString() << "returned:\n" << ja.DebugString();
+      << "stored:\n"
+      << stored->DebugString() << "returned:\n"
+      << ja.DebugString();
 
   auto page = store_->ReadEvents(Caller{"t1", "alice"}, a.id, 0, 100);
   ASSERT_TRUE(page.ok()) << page.status();
@@ -419,8 +420,8 @@ TEST_F(PgJobStoreTest, ConcurrentClaimsNeverHandOutAJobTwice) {
       pg::Pool pool(conninfo(), 1);
       PgJobStore store(&pool);
       while (true) {
-        auto c = store.ClaimJobs({"chat"}, 25, absl::StrCat("session-", t), kLease,
-                                 kDefaultTimeout);
+        auto c =
+            store.ClaimJobs({"chat"}, 25, absl::StrCat("session-", t), kLease, kDefaultTimeout);
         absl::MutexLock lock(&mu);
         if (!c.ok()) {
           errors.push_back(c.status().ToString());
@@ -489,9 +490,8 @@ TEST_F(PgJobStoreTest, RetryableFailureRequeuesAfterDelay) {
   auto none = store_->ClaimJobs({"chat"}, 10, "session-1", kLease, kDefaultTimeout);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_THAT(*none, IsEmpty());
-  EXPECT_THAT(DescribeAll(Events(job.id())),
-              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
-                          "3 state QUEUED a1 err=RATE_LIMITED"));
+  EXPECT_THAT(DescribeAll(Events(job.id())), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                                                         "3 state QUEUED a1 err=RATE_LIMITED"));
 }
 
 TEST_F(PgJobStoreTest, RetryableFailureFailsWhenAttemptsAreUsedUp) {
@@ -511,10 +511,9 @@ TEST_F(PgJobStoreTest, RetryableFailureFailsWhenAttemptsAreUsedUp) {
   EXPECT_TRUE(r2[0].has_finished_at());
 
   auto events = Events(job.id());
-  EXPECT_THAT(DescribeAll(events),
-              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
-                          "3 state QUEUED a1 err=RATE_LIMITED", "4 state RUNNING a2 discard",
-                          "5 final FAILED a2"));
+  EXPECT_THAT(DescribeAll(events), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                                               "3 state QUEUED a1 err=RATE_LIMITED",
+                                               "4 state RUNNING a2 discard", "5 final FAILED a2"));
   ASSERT_EQ(events.size(), 5u);
   EXPECT_EQ(events[4].final_job().error().code(), "RATE_LIMITED");
   EXPECT_EQ(events[4].final_job().id(), job.id());
@@ -637,10 +636,10 @@ TEST_F(PgJobStoreTest, RetryJobRequeuesFailedJobWithGrowingAttempts) {
   EXPECT_EQ(done[0].state(), v1::SUCCEEDED);
   EXPECT_EQ(store_->RetryJob(Caller{}, job.id()).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(DescribeAll(Events(job.id())),
-              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 final FAILED a1",
-                          "4 state QUEUED a1", "5 state RUNNING a2 discard",
-                          "6 final SUCCEEDED a2"));
+  EXPECT_THAT(
+      DescribeAll(Events(job.id())),
+      ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 final FAILED a1",
+                  "4 state QUEUED a1", "5 state RUNNING a2 discard", "6 final SUCCEEDED a2"));
 }
 
 TEST_F(PgJobStoreTest, RetryJobRedrivesCancelledJob) {
@@ -664,8 +663,8 @@ TEST_F(PgJobStoreTest, DeltaRowsExpandInOrderAndResumeInsideARow) {
   EXPECT_EQ(Get(job.id()).last_seq(), 2);
 
   EXPECT_THAT(DescribeAll(Events(job.id())),
-              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 a",
-                          "4 delta a1 b", "5 delta a1 c", "6 delta a1 d", "7 delta a1 e"));
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 a", "4 delta a1 b",
+                          "5 delta a1 c", "6 delta a1 d", "7 delta a1 e"));
   // Resume from the middle of the first row: exactly the later pieces.
   EXPECT_THAT(DescribeAll(Events(job.id(), 4)),
               ElementsAre("5 delta a1 c", "6 delta a1 d", "7 delta a1 e"));
@@ -700,12 +699,12 @@ TEST_F(PgJobStoreTest, DeltasOfSupersededAttemptAreDropped) {
   v1::Job job = Submit(MakeJob());
   ClaimOne();
   ASSERT_EQ(Finish(job.id(), 1, Kind::kRetryableFailure).size(), 1u);  // seq 3
-  ClaimedJob second = ClaimOne();                                        // seq 4
+  ClaimedJob second = ClaimOne();                                      // seq 4
   ASSERT_EQ(second.job.attempt(), 2);
   // A zombie of attempt 1 and the live attempt 2 flush in one call.
   ASSERT_TRUE(store_
-                  ->AppendDeltas({Deltas(job.id(), 1, 20, {"old", "stuff"}),
-                                  Deltas(job.id(), 2, 5, {"new"})})
+                  ->AppendDeltas(
+                      {Deltas(job.id(), 1, 20, {"old", "stuff"}), Deltas(job.id(), 2, 5, {"new"})})
                   .ok());
   EXPECT_THAT(DescribeAll(Events(job.id(), 3)),
               ElementsAre("4 state RUNNING a2 discard", "5 delta a2 new"));
@@ -730,9 +729,9 @@ TEST_F(PgJobStoreTest, ReadEventsPagesByStoredRows) {
   EXPECT_THAT(page->events, IsEmpty());
 }
 
-// Regression (fixed): AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt = u_attempt),
-// not on the job still RUNNING. When a job is cancelled by another replica (its CancelJob
-// only knows the stored last_seq), the replica that runs the attempt later flushes deltas
+// Regression (fixed): AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt =
+// u_attempt), not on the job still RUNNING. When a job is cancelled by another replica (its
+// CancelJob only knows the stored last_seq), the replica that runs the attempt later flushes deltas
 // it had buffered; they are stored after the final_job event and raise last_seq past it, so
 // ReadEvents returns output after the "always the last event" final_job. Every legitimate
 // AppendDeltas (flusher, AttemptFinisher, local CancelJob) happens while the job is RUNNING,
@@ -755,8 +754,8 @@ TEST_F(PgJobStoreTest, DeltasAfterTheFinalEventAreDropped) {
 
 // A watcher on the running replica gets TransitionEvent(job) live; one that resumes later
 // reads the same transition back from the store. Both must see the same event.
-// Regression (fixed): the RUNNING state change of a retried attempt read back from job_events carries the
-// previous attempt's error (e.g. RATE_LIMITED) while the live one (TransitionEvent,
+// Regression (fixed): the RUNNING state change of a retried attempt read back from job_events
+// carries the previous attempt's error (e.g. RATE_LIMITED) while the live one (TransitionEvent,
 // event_hub.cc:42, which drops the error for RUNNING) does not. Cause: ClaimJobs
 // (pg_job_store.cc, claim_jobs) leaves jobs.error set, and TRANSITION_EVENTS copies the error
 // column into every event; ReadEvents then attaches it. The job itself also reports the old
@@ -774,7 +773,9 @@ TEST_F(PgJobStoreTest, StoredTransitionEventsMatchLiveOnes) {
   ASSERT_EQ(stored.size(), live.size()) << ::testing::PrintToString(DescribeAll(stored));
   for (size_t i = 0; i < live.size(); ++i) {
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(stored[i], live[i]))
-        << "stored:\n" << stored[i].DebugString() << "live:\n" << live[i].DebugString();
+        << "stored:\n"
+        << stored[i].DebugString() << "live:\n"
+        << live[i].DebugString();
   }
 }
 
@@ -812,10 +813,10 @@ TEST_F(PgJobStoreTest, ExpiredLeaseIsRequeuedThenFailedWhenAttemptsAreUsedUp) {
   EXPECT_EQ(second[0].state(), v1::FAILED);
   EXPECT_EQ(second[0].error().code(), "LEASE_EXPIRED");
   EXPECT_TRUE(second[0].has_finished_at());
-  EXPECT_THAT(DescribeAll(Events(job.id())),
-              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
-                          "3 state QUEUED a1 err=LEASE_EXPIRED", "4 state RUNNING a2 discard",
-                          "5 final FAILED a2"));
+  EXPECT_THAT(
+      DescribeAll(Events(job.id())),
+      ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 state QUEUED a1 err=LEASE_EXPIRED",
+                  "4 state RUNNING a2 discard", "5 final FAILED a2"));
   EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
 }
 
@@ -874,9 +875,9 @@ TEST_F(PgJobStoreTest, DeleteFinishedBeforeDeletesOnlyOldFinishedJobs) {
 
   for (const v1::Job* gone : {&succeeded, &failed, &cancelled}) {
     EXPECT_EQ(store_->GetJob(Caller{}, gone->id()).status().code(), absl::StatusCode::kNotFound);
-    EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '",
-                                    gone->id(), "'")),
-              0);
+    EXPECT_EQ(
+        QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '", gone->id(), "'")),
+        0);
   }
   EXPECT_EQ(Get(running.id()).state(), v1::RUNNING);
   EXPECT_EQ(Get(queued.id()).state(), v1::QUEUED);

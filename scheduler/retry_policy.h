@@ -1,7 +1,8 @@
 // How long a job waits before its next attempt after a retryable failure.
 //
 //   absl::BitGen gen;
-//   absl::Duration d = RetryDelay(/*attempt=*/2, policy, /*retry_after=*/absl::ZeroDuration(), gen);
+//   absl::Duration d = RetryDelay(/*attempt=*/2, policy, /*retry_after=*/absl::ZeroDuration(),
+//   gen);
 #pragma once
 
 #include "absl/random/random.h"

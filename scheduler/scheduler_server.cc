@@ -1,16 +1,15 @@
 #include "scheduler/scheduler_server.h"
 
-#include <unistd.h>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/executor.h"
-#include "common/time_util.h"
 #include "common/pg/pool.h"
+#include "common/time_util.h"
 #include "scheduler/attempt_finisher.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
@@ -87,15 +86,14 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());
   Impl* raw = impl.get();
   impl->finisher = std::make_unique<AttemptFinisher>(
-      impl->store.get(), impl->hub.get(), [raw](const v1::Job& job) {
-        raw->dispatcher->WakeAt(FromProtoTimestamp(job.run_after()));
-      });
+      impl->store.get(), impl->hub.get(),
+      [raw](const v1::Job& job) { raw->dispatcher->WakeAt(FromProtoTimestamp(job.run_after())); });
   DispatcherOptions dopts;
   dopts.lease = o.lease;
   dopts.poll_interval = o.poll_interval;
   dopts.default_timeout = o.default_timeout;
-  impl->dispatcher = std::make_unique<Dispatcher>(impl->store.get(), impl->hub.get(),
-                                                  impl->finisher.get(), dopts);
+  impl->dispatcher =
+      std::make_unique<Dispatcher>(impl->store.get(), impl->hub.get(), impl->finisher.get(), dopts);
   HousekeepingOptions hopts;
   hopts.flush_interval = o.event_flush_interval;
   hopts.lease = o.lease;
@@ -140,7 +138,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   builder.RegisterService(impl->worker_service.get());
   // Worker messages batch many results (an embed result alone can pass 4 MiB); client input
   // size is checked separately against --max_input_bytes with a clear error.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_input_bytes * 2, 64 << 20)));
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::max<int64_t>(o.max_input_bytes * 2, 64 << 20)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

@@ -2,6 +2,9 @@
 // gets its own outcome, and a failed insert reaches every caller of that batch.
 #include "scheduler/submit_batcher.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -9,9 +12,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -121,7 +121,8 @@ TEST(SubmitBatcherTest, ConcurrentSubmitsAreGroupedAndEachGetsItsOwnJob) {
   constexpr int kSubmits = 32;
   GatedJobStore store;
   std::atomic<int> inserted_batches{0};
-  SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/4);
+  SubmitBatcher batcher(
+      &store, [&] { inserted_batches++; }, /*writers=*/4);
 
   Answers answers(kSubmits);
   std::vector<std::string> ids(kSubmits);
@@ -161,7 +162,8 @@ TEST(SubmitBatcherTest, StoreErrorReachesEveryCallerOfThatBatch) {
   GatedJobStore store;
   store.FailCall(2);
   std::atomic<int> inserted_batches{0};
-  SubmitBatcher batcher(&store, [&] { inserted_batches++; }, /*writers=*/1);
+  SubmitBatcher batcher(
+      &store, [&] { inserted_batches++; }, /*writers=*/1);
 
   Answers answers(4);
   batcher.Submit(MakeJob(), answers.For(0));

@@ -57,9 +57,8 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
   }
   size_t input_bytes = request.input().ByteSizeLong();
   if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("input is ", input_bytes,
-                                                   " bytes, over the limit of ",
-                                                   limits.max_input_bytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
   }
   if (request.max_attempts() < 0 || request.max_attempts() > limits.max_attempts_cap) {
     return absl::InvalidArgumentError(absl::StrCat("max_attempts must be between 1 and ",

@@ -2,11 +2,11 @@
 // tells the caller what to fix.
 #include "scheduler/validation.h"
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "common/uuid.h"
 
@@ -26,9 +26,8 @@ v1::SubmitJobRequest Request(const std::string& type, const std::string& input_j
 bool KnownBuiltins(const std::string& t) { return t == "chat" || t == "embed"; }
 
 absl::Status Validate(const v1::SubmitJobRequest& r, SubmitLimits limits = SubmitLimits{}) {
-  return ValidateSubmit(r, limits, [](const std::string& t) {
-    return KnownBuiltins(t) || t == "summarize";
-  });
+  return ValidateSubmit(r, limits,
+                        [](const std::string& t) { return KnownBuiltins(t) || t == "summarize"; });
 }
 
 constexpr char kChat[] = R"({"messages":[{"role":"user","content":"hi"}]})";
@@ -49,8 +48,8 @@ TEST(ValidateSubmitTest, AcceptsWellFormedRequests) {
 }
 
 TEST(ValidateSubmitTest, UnknownTypeNamesTheType) {
-  absl::Status s = ValidateSubmit(Request("translate", R"({"text":"x"})"), SubmitLimits{},
-                                  KnownBuiltins);
+  absl::Status s =
+      ValidateSubmit(Request("translate", R"({"text":"x"})"), SubmitLimits{}, KnownBuiltins);
   ExpectInvalid(s, "\"translate\"");
   EXPECT_THAT(std::string(s.message()), HasSubstr("unknown"));
 }
@@ -82,9 +81,8 @@ TEST(ValidateSubmitTest, ChatNeedsNonEmptyMessagesWithStringContent) {
                 "input.messages[0].content must be a string");
   ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"user","content":null}]})")),
                 "input.messages[0].content must be a string");
-  ExpectInvalid(
-      Validate(Request("chat", R"({"messages":[{"role":"user","content":["a","b"]}]})")),
-      "input.messages[0].content must be a string");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"user","content":["a","b"]}]})")),
+                "input.messages[0].content must be a string");
 }
 
 TEST(ValidateSubmitTest, EmbedNeedsNonEmptyTexts) {
@@ -105,9 +103,8 @@ TEST(ValidateSubmitTest, EmbedTextsMustBeStrings) {
 }
 
 TEST(ValidateSubmitTest, RejectsInputOverTheLimit) {
-  v1::SubmitJobRequest r =
-      Request("chat", R"({"messages":[{"role":"user","content":")" + std::string(500, 'x') +
-                          R"("}]})");
+  v1::SubmitJobRequest r = Request(
+      "chat", R"({"messages":[{"role":"user","content":")" + std::string(500, 'x') + R"("}]})");
   const int64_t size = static_cast<int64_t>(r.input().ByteSizeLong());
   SubmitLimits limits;
   limits.max_input_bytes = size;

@@ -157,8 +157,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       o.error.set_message(f.message());
       o.error.set_retryable(f.retryable());
       if (f.retryable()) {
-        o.retry_delay = RetryDelay(f.attempt(), deps_.retry, FromProtoDuration(f.retry_after()),
-                                   bitgen_);
+        o.retry_delay =
+            RetryDelay(f.attempt(), deps_.retry, FromProtoDuration(f.retry_after()), bitgen_);
       }
       freed |= EndAttempt(std::move(o));
     }
@@ -190,8 +190,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     std::vector<std::string> types(hello.job_types().begin(), hello.job_types().end());
     std::string worker_id = hello.worker_id().empty() ? context_->peer() : hello.worker_id();
     session_ = std::make_shared<StreamSession>(this, NewUuid(), worker_id, types, hello.slots());
-    spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id,
-                 session_->id(), absl::StrJoin(types, ","), hello.slots());
+    spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id, session_->id(),
+                 absl::StrJoin(types, ","), hello.slots());
     JobTypeRegistry* registry = deps_.types;
     deps_.executor->Run([registry, types] { registry->Register(types); });
     Send([&](v1::SchedulerMessage* m) {

@@ -22,7 +22,9 @@ namespace aijobs::scheduler {
 class WorkerSession {
  public:
   WorkerSession(std::string id, std::string worker_id, std::vector<std::string> types, int slots)
-      : id_(std::move(id)), worker_id_(std::move(worker_id)), types_(std::move(types)),
+      : id_(std::move(id)),
+        worker_id_(std::move(worker_id)),
+        types_(std::move(types)),
         slots_(slots) {}
   virtual ~WorkerSession() = default;
 
@@ -51,7 +53,8 @@ class WorkerSession {
   absl::Time last_heartbeat();
 
   // Sends a cancel for the attempt to the worker.
-  virtual void SendCancel(const std::string& job_id, int32_t attempt, const std::string& reason) = 0;
+  virtual void SendCancel(const std::string& job_id, int32_t attempt,
+                          const std::string& reason) = 0;
   // Asks the worker to finish its jobs and disconnect.
   virtual void SendDrain() = 0;
   // Closes the stream from the scheduler side (e.g. heartbeats stopped).

@@ -27,8 +27,8 @@ class E2eReplicasTest : public E2eTest {
 TEST_F(E2eReplicasTest, JobSubmittedToOneReplicaRunsAndStreamsThroughTheOther) {
   ASSERT_NO_FATAL_FAILURE(StartTwoReplicas());
   Job job;
-  ASSERT_TRUE(Submit(ChatRequest("cross replica", R"({"tokens": 20, "tokens_per_s": 40})"), &job)
-                  .ok());
+  ASSERT_TRUE(
+      Submit(ChatRequest("cross replica", R"({"tokens": 20, "tokens_per_s": 40})"), &job).ok());
   absl::Time submitted = absl::Now();
   WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(30));
   ASSERT_TRUE(w.status.ok()) << w.status.error_message();

@@ -83,7 +83,9 @@ class FakeScheduler : public aijobs::v1::WorkerService::Service {
       if (absl::Now() >= until) return false;
       size_t seen = received_.size();
       int closed = streams_closed_;
-      auto changed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return received_.size() != seen || streams_closed_ != closed; };
+      auto changed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return received_.size() != seen || streams_closed_ != closed;
+      };
       mu_.AwaitWithDeadline(absl::Condition(&changed), until);
     }
     return true;

@@ -120,7 +120,7 @@ absl::StatusOr<Result> Connection::Check(PGresult* raw) {
   const char* sqlstate = PQresultErrorField(raw, PG_DIAG_SQLSTATE);
   std::string msg = PQresultErrorMessage(raw);
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-  absl::StatusCode code = sqlstate != nullptr ? CodeForSqlState(sqlstate)
+  absl::StatusCode code = sqlstate != nullptr                ? CodeForSqlState(sqlstate)
                           : PQstatus(conn_) != CONNECTION_OK ? absl::StatusCode::kUnavailable
                                                              : absl::StatusCode::kInternal;
   return absl::Status(code, absl::StrCat("PostgreSQL: ", msg));

@@ -9,16 +9,17 @@ Pool::Lease::~Lease() {
 }
 
 Pool::Pool(std::string conninfo, int size, int statement_timeout_ms, bool synchronous_commit)
-    : conninfo_(std::move(conninfo)), size_(size), statement_timeout_ms_(statement_timeout_ms),
+    : conninfo_(std::move(conninfo)),
+      size_(size),
+      statement_timeout_ms_(statement_timeout_ms),
       synchronous_commit_(synchronous_commit) {}
 
 absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   {
     absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return !idle_.empty() || open_ < size_;
-    };
+    auto ready = [this]()
+                     ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !idle_.empty() || open_ < size_; };
     if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
       return absl::DeadlineExceededError(
           absl::StrCat("no database connection free within ", absl::FormatDuration(timeout)));
