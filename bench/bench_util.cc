@@ -54,22 +54,6 @@ bool SmokeMode() {
 
 int Scaled(int full, int smoke) { return SmokeMode() ? smoke : full; }
 
-LatencySummary Summarize(std::vector<double> ms) {
-  LatencySummary s;
-  s.count = ms.size();
-  if (ms.empty()) return s;
-  std::sort(ms.begin(), ms.end());
-  auto rank = [&](double p) {
-    size_t i = static_cast<size_t>(std::ceil(p * static_cast<double>(ms.size())));
-    return ms[std::min(ms.size() - 1, i == 0 ? 0 : i - 1)];
-  };
-  s.p50_ms = rank(0.50);
-  s.p99_ms = rank(0.99);
-  s.max_ms = ms.back();
-  s.mean_ms = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
-  return s;
-}
-
 void ReportLatency(benchmark::State& state, const std::string& prefix, const LatencySummary& s,
                    bool with_mean) {
   state.counters[prefix + "p50_ms"] = s.p50_ms;

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "aijobs/client.h"
 #include "aijobs/v1/job_service.grpc.pb.h"
+#include "bench/latency.h"
 #include "tests/fixtures/pg_server.h"
 #include "tests/fixtures/process.h"
 
@@ -39,15 +40,6 @@ bool SmokeMode();
 // `full` normally, `smoke` in smoke mode.
 int Scaled(int full, int smoke);
 
-struct LatencySummary {
-  size_t count = 0;
-  double p50_ms = 0;
-  double p99_ms = 0;
-  double max_ms = 0;
-  double mean_ms = 0;
-};
-// Nearest-rank percentiles of `ms` (milliseconds).
-LatencySummary Summarize(std::vector<double> ms);
 // Sets counters <prefix>p50_ms, <prefix>p99_ms, <prefix>max_ms (and <prefix>mean_ms when
 // `with_mean`).
 void ReportLatency(benchmark::State& state, const std::string& prefix, const LatencySummary& s,

@@ -309,7 +309,7 @@ Value Bool(bool v) {
   return x;
 }
 
-Value LatencyValue(const LatencyStats& s) {
+Value LatencyValue(const LatencySummary& s) {
   Value v;
   auto& f = *v.mutable_struct_value()->mutable_fields();
   f["count"] = Num(static_cast<double>(s.count));
@@ -463,25 +463,6 @@ absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path)
     return absl::InvalidArgumentError(absl::StrCat("prompt file ", path, " has no prompts"));
   }
   return prompts;
-}
-
-double Percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  // Nearest rank: the smallest value with at least p% of the samples at or below it.
-  double rank = std::ceil(p / 100.0 * static_cast<double>(sorted.size()));
-  size_t idx = rank < 1 ? 0 : static_cast<size_t>(rank) - 1;
-  return sorted[std::min(idx, sorted.size() - 1)];
-}
-
-LatencyStats Summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  LatencyStats s;
-  s.count = ms.size();
-  s.p50_ms = Percentile(ms, 50);
-  s.p90_ms = Percentile(ms, 90);
-  s.p99_ms = Percentile(ms, 99);
-  s.max_ms = ms.empty() ? 0 : ms.back();
-  return s;
 }
 
 double Throughput(const LoadResult& r) {
@@ -656,7 +637,7 @@ std::string ReportMarkdown(const LoadResult& r) {
   absl::StrAppend(&md,
                   "## Latency (ms)\n\n| | count | p50 | p90 | p99 | max |\n"
                   "|---|---|---|---|---|---|\n");
-  auto row = [&md](const char* name, const LatencyStats& s) {
+  auto row = [&md](const char* name, const LatencySummary& s) {
     absl::StrAppend(&md, absl::StrFormat("| %s | %d | %.2f | %.2f | %.2f | %.2f |\n", name, s.count,
                                          s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms));
   };

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "bench/latency.h"
 
 namespace aijobs::load {
 
@@ -69,17 +70,9 @@ absl::Status ValidateConfig(const LoadConfig& config);
 absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path);
 std::vector<std::string> DefaultPrompts();
 
-// Nearest-rank percentile (p in [0, 100]) of an already sorted vector; 0 when empty.
-double Percentile(const std::vector<double>& sorted, double p);
-
-struct LatencyStats {
-  size_t count = 0;
-  double p50_ms = 0;
-  double p90_ms = 0;
-  double p99_ms = 0;
-  double max_ms = 0;
-};
-LatencyStats Summarize(std::vector<double> ms);
+using bench::LatencySummary;
+using bench::Percentile;
+using bench::Summarize;
 
 struct QueueSample {
   double t_s = 0;  // seconds since the start of the run

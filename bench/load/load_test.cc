@@ -24,7 +24,7 @@ TEST(PercentileTest, NearestRank) {
 }
 
 TEST(PercentileTest, SummarizeSortsAndTakesMax) {
-  LatencyStats s = Summarize({5, 1, 4, 2, 3});
+  LatencySummary s = Summarize({5, 1, 4, 2, 3});
   EXPECT_EQ(s.count, 5u);
   EXPECT_EQ(s.p50_ms, 3);
   EXPECT_EQ(s.p90_ms, 5);
