@@ -59,6 +59,7 @@ class Run {
   void Start() {
     start_ = absl::Now();
     submit_end_ = start_ + cfg_.ramp + cfg_.duration;
+    absl::MutexLock l(&mu_);
     next_slot_ = start_;
   }
 
