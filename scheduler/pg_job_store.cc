@@ -124,9 +124,9 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       "SELECT i_id, i_tenant, i_owner, i_type, i_spec, 1, i_priority, 0, i_max_attempts, "
       "i_max_attempts, i_key, i_timeout, 1 FROM input "
       "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-      "RETURNING id, created_at), "
-      "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, time) "
-      "SELECT id, 1, 1, 1, 0, created_at FROM ins) "
+      "RETURNING id, created_at) "
+      // The QUEUED event (seq 1) is not stored: ReadEvents derives it from the job row,
+      // which saves a row and an index entry on every submit.
       "SELECT id, aijobs_us(created_at) FROM ins";
   ArrayBuilder ids, tenants, owners, types, specs, priorities, max_attempts, keys, timeouts;
   std::vector<std::string> spec_bytes(jobs.size());
@@ -497,9 +497,17 @@ absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std
   if (!r.ok()) return r.status();
   std::vector<v1::JobEvent>& events = page.events;
   page.more = r->rows() == limit;
+  if (after_seq < 1) {  // the QUEUED event every job starts with (seq 1, never stored)
+    v1::JobEvent& e = events.emplace_back();
+    e.set_job_id(id);
+    e.set_seq(1);
+    *e.mutable_time() = job.created_at();
+    e.mutable_state_change()->set_state(v1::QUEUED);
+  }
   // A delta row may repeat pieces of an earlier row (written both by the flusher and with
   // the attempt's end): emit each seq once.
-  int64_t last = after_seq;
+  // (A QUEUED row stored by an older version is skipped as a repeat of the derived one.)
+  int64_t last = std::max<int64_t>(after_seq, events.empty() ? 0 : 1);
   for (int i = 0; i < r->rows(); ++i) {
     int64_t seq = r->GetInt(i, 0);
     int kind = static_cast<int>(r->GetInt(i, 1));

@@ -299,8 +299,10 @@ TEST_F(PgJobStoreTest, IdempotencyKeyTwiceInOneBatchCreatesOneJob) {
   EXPECT_EQ((*out)[3].job.id(), c.id);
   EXPECT_EQ((*out)[3].job.tenant_id(), "t2");
   EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 3);
+  // One job, so one QUEUED event (derived from the job row, not stored).
   EXPECT_EQ(QueryInt(absl::StrCat("SELECT count(*) FROM job_events WHERE job_id = '", a.id, "'")),
-            1);
+            0);
+  EXPECT_THAT(DescribeAll(Events(a.id)), ElementsAre("1 state QUEUED a0"));
 }
 
 TEST_F(PgJobStoreTest, ConcurrentSubmitsWithOneKeyCreateOneJob) {
@@ -715,14 +717,16 @@ TEST_F(PgJobStoreTest, ReadEventsPagesByStoredRows) {
   ClaimOne();
   ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a", "b"})}).ok());
   ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 5, {"c"})}).ok());
-  auto page = store_->ReadEvents(Caller{}, job.id(), 0, 2);  // QUEUED row + RUNNING row
+  // Stored rows: RUNNING, delta(a,b), delta(c); the QUEUED event is derived, not a row.
+  auto page = store_->ReadEvents(Caller{}, job.id(), 0, 2);
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_TRUE(page->more);
-  EXPECT_THAT(DescribeAll(page->events), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1"));
-  page = store_->ReadEvents(Caller{}, job.id(), 2, 2);
+  EXPECT_THAT(DescribeAll(page->events), ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                                                     "3 delta a1 a", "4 delta a1 b"));
+  page = store_->ReadEvents(Caller{}, job.id(), 4, 2);
   ASSERT_TRUE(page.ok()) << page.status();
-  EXPECT_THAT(DescribeAll(page->events),
-              ElementsAre("3 delta a1 a", "4 delta a1 b", "5 delta a1 c"));
+  EXPECT_FALSE(page->more);
+  EXPECT_THAT(DescribeAll(page->events), ElementsAre("5 delta a1 c"));
   page = store_->ReadEvents(Caller{}, job.id(), 5, 2);
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_FALSE(page->more);
