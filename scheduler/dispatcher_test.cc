@@ -17,6 +17,7 @@
 #include "common/time_util.h"
 #include "common/uuid.h"
 #include "scheduler/testing/fake_job_store.h"
+#include "scheduler/testing/recording_sink.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -168,22 +169,6 @@ class FakeSession : public WorkerSession {
   absl::Mutex mu_;
   std::vector<v1::Assignment> assignments_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
-};
-
-class RecordingSink : public EventSink {
- public:
-  void OnEvent(const v1::JobEvent& event) override {
-    absl::MutexLock lock(&mu_);
-    events_.push_back(event);
-  }
-  std::vector<v1::JobEvent> events() {
-    absl::MutexLock lock(&mu_);
-    return events_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<v1::JobEvent> events_;
 };
 
 class DispatcherTest : public ::testing::Test {

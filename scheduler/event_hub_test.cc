@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/time_util.h"
+#include "scheduler/testing/recording_sink.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -50,22 +51,6 @@ std::vector<std::string> Pieces(const v1::internal::DeltaBatch& batch) {
   for (const auto& p : batch.pieces()) out.push_back(absl::StrCat(p.seq(), " ", p.text()));
   return out;
 }
-
-class RecordingSink : public EventSink {
- public:
-  void OnEvent(const v1::JobEvent& event) override {
-    absl::MutexLock lock(&mu_);
-    events_.push_back(event);
-  }
-  std::vector<v1::JobEvent> events() {
-    absl::MutexLock lock(&mu_);
-    return events_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<v1::JobEvent> events_;
-};
 
 v1::Job MakeJob(v1::JobState state, int32_t attempt, int64_t last_seq) {
   v1::Job job;
