@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -25,6 +26,15 @@ bool IsTerminal(v1::JobState s) {
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+// Runs `work` (database calls) on the executor, never on gRPC's thread, and finishes the
+// call with the status it returns.
+grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Executor* executor,
+                                        std::function<absl::Status()> work) {
+  auto* reactor = ctx->DefaultReactor();
+  executor->Run([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
   return reactor;
 }
 
@@ -329,14 +339,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
                                                  const v1::GetJobRequest* request, v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto* reactor = ctx->DefaultReactor();
   Caller caller = CallerFrom(*ctx);
-  deps_.executor->Run([this, reactor, request, job, caller] {
+  return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     auto r = deps_.store->GetJob(caller, request->job_id());
     if (r.ok()) *job = std::move(*r);
-    reactor->Finish(ToGrpcStatus(r.status()));
+    return r.status();
   });
-  return reactor;
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
@@ -362,9 +370,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
                                                     v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto* reactor = ctx->DefaultReactor();
   Caller caller = CallerFrom(*ctx);
-  deps_.executor->Run([this, reactor, request, job, caller] {
+  return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     const std::string& id = request->job_id();
     std::string reason = request->reason().empty() ? "cancelled by request" : request->reason();
     // A job running on one of our workers: end the attempt here first, so no delta gets a
@@ -397,9 +404,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
       // requeues it, and the caller, told UNAVAILABLE, cancels again.
       session->SendCancel(id, attempt, reason);
     }
-    reactor->Finish(ToGrpcStatus(r.status()));
+    return r.status();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
@@ -417,16 +423,14 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   q.type = request->type();
   q.page_size = request->page_size() == 0 ? 50 : request->page_size();
   q.page_token = request->page_token();
-  auto* reactor = ctx->DefaultReactor();
-  deps_.executor->Run([this, reactor, response, q] {
+  return RunOnExecutor(ctx, deps_.executor, [this, response, q] {
     auto r = deps_.store->ListJobs(q);
     if (r.ok()) {
       for (auto& j : r->jobs) *response->add_jobs() = std::move(j);
       response->set_next_page_token(r->next_page_token);
     }
-    reactor->Finish(ToGrpcStatus(r.status()));
+    return r.status();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* ctx,
@@ -434,18 +438,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* 
                                                    v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto* reactor = ctx->DefaultReactor();
   Caller caller = CallerFrom(*ctx);
-  deps_.executor->Run([this, reactor, request, job, caller] {
+  return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     auto r = deps_.store->RetryJob(caller, request->job_id());
     if (r.ok()) {
       deps_.hub->Publish(TransitionEvent(*r));
       deps_.dispatcher->Wake();
       *job = std::move(*r);
     }
-    reactor->Finish(ToGrpcStatus(r.status()));
+    return r.status();
   });
-  return reactor;
 }
 
 }  // namespace aijobs::scheduler
