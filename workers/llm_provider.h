@@ -59,6 +59,26 @@ struct ProviderError {
   absl::Duration retry_after = absl::ZeroDuration();  // Zero: no hint.
 };
 
+// Rate-limit state a provider reported in a response (OpenAI's x-ratelimit-* headers). Unset
+// fields were absent. A provider passes it to its RateLimitObserver (if any) so that the
+// deployment's token buckets slow down before the provider answers 429.
+struct RateLimitHeaders {
+  std::optional<double> limit_requests;
+  std::optional<double> limit_tokens;
+  std::optional<double> remaining_requests;
+  std::optional<double> remaining_tokens;
+  std::optional<absl::Duration> reset_requests;
+  std::optional<absl::Duration> reset_tokens;
+};
+
+// Told about every response's rate-limit headers. Called from provider threads; must not
+// block.
+class RateLimitObserver {
+ public:
+  virtual ~RateLimitObserver() = default;
+  virtual void OnRateLimitHeaders(const RateLimitHeaders& headers) = 0;
+};
+
 // Receives the events of one chat call: OnDelta zero or more times, then exactly one of
 // OnDone / OnError. Calls for one LlmCall never overlap; they run on provider threads, so
 // implementations must not block for long.
