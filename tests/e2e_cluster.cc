@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "tests/fixtures/http_client.h"
 #include "absl/time/clock.h"
 
 namespace aijobs::testing {
@@ -107,7 +108,10 @@ void E2eTest::TearDown() {
       for (auto& p : *list) fprintf(stderr, "%s\n", p->LogTail(6000).c_str());
     }
     if (scheduler_ != nullptr) fprintf(stderr, "%s\n", scheduler_->LogTail(6000).c_str());
+    if (gateway_ != nullptr) fprintf(stderr, "%s\n", gateway_->LogTail(6000).c_str());
   }
+  if (gateway_ != nullptr) gateway_->Kill();
+  gateway_.reset();
   // Workers first, so the scheduler does not log their jobs as lost.
   for (auto& w : workers_) w->Kill();
   workers_.clear();
@@ -115,6 +119,37 @@ void E2eTest::TearDown() {
   scheduler_.reset();
   retired_.clear();
   stub_.reset();
+}
+
+std::string E2eTest::StartGateway(const std::vector<std::string>& extra_flags) {
+  if (gateway_ != nullptr) gateway_->Kill();
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    gateway_port_ = FreePort();
+    ProcessOptions opts;
+    opts.path = BinPath("aijobs-gateway");
+    opts.args = {"--listen", absl::StrCat("127.0.0.1:", gateway_port_), "--scheduler",
+                 scheduler_address_};
+    opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
+    auto proc = Process::Start(opts);
+    if (!proc.ok()) {
+      ADD_FAILURE() << proc.status();
+      return "";
+    }
+    gateway_ = std::move(*proc);
+    const std::string base = absl::StrCat("http://127.0.0.1:", gateway_port_);
+    bool up = WaitFor(
+        [&] {
+          return !gateway_->IsRunning() ||
+                 HttpCall({.url = base + "/healthz", .timeout = absl::Seconds(1)}).status == 200;
+        },
+        absl::Seconds(15));
+    if (up && gateway_->IsRunning()) return base;
+    if (attempt == 2) {
+      ADD_FAILURE() << "aijobs-gateway did not come up:\n" << gateway_->LogTail();
+    }
+    gateway_->Kill();
+  }
+  return "";
 }
 
 void E2eTest::StartScheduler(const std::vector<std::string>& extra_flags) {

@@ -88,6 +88,13 @@ class E2eTest : public PgTest {
   Process* StartWorker(const std::string& worker_id,
                        const std::vector<std::string>& extra_flags = {});
 
+  // Starts aijobs-gateway in front of the current scheduler on a free port, plus
+  // `extra_flags`, and waits until GET /healthz answers. Returns the base URL
+  // ("http://127.0.0.1:PORT"); "" and a test failure when it does not come up.
+  std::string StartGateway(const std::vector<std::string>& extra_flags = {});
+  int gateway_port() const { return gateway_port_; }
+  Process* gateway() { return gateway_.get(); }
+
   aijobs::v1::JobService::Stub* stub() { return stub_.get(); }
   const std::string& scheduler_address() const { return scheduler_address_; }
   Process* scheduler() { return scheduler_.get(); }
@@ -111,8 +118,10 @@ class E2eTest : public PgTest {
 
   std::unique_ptr<Process> scheduler_;
   std::vector<std::unique_ptr<Process>> workers_;
+  std::unique_ptr<Process> gateway_;
 
  private:
+  int gateway_port_ = 0;
   // Schedulers replaced by a later StartScheduler, kept for their logs.
   std::vector<std::unique_ptr<Process>> retired_;
   std::string scheduler_address_;

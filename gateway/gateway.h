@@ -1,0 +1,106 @@
+// The aijobs HTTP gateway: a RequestHandler that transcodes REST/JSON to gRPC from the
+// google.api.http annotations of the served services (routes come from the compiled
+// descriptors; calls go out through gRPC's generic stub), serves server-streaming RPCs as
+// Server-Sent Events (resumable with Last-Event-ID) or newline-delimited JSON, and answers
+// /healthz, /readyz, /metrics, /openapi.json, CORS preflights and the web chat page at /.
+//
+//   auto gateway = Gateway::Create(options, grpc::CreateChannel(target, creds));
+//   auto server = HttpServer::Start(http_options, gateway->get());
+//   ...; gateway->CancelStreams(); server->Shutdown();
+#pragma once
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gateway/http_server.h"
+#include "gateway/metrics.h"
+#include "gateway/transcoding/request_mapper.h"
+#include "gateway/transcoding/route_table.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace aijobs::gateway {
+
+struct GatewayOptions {
+  // Fully-qualified names of the gRPC services to expose.
+  std::vector<std::string> services = {"aijobs.v1.JobService"};
+  // Deadline of unary calls without a Grpc-Timeout header. Streams get none by default: a
+  // watch lives as long as its client.
+  absl::Duration default_deadline = absl::Seconds(30);
+  // Accept unknown JSON fields and query parameters (dropped) instead of answering 400.
+  bool lenient_json = false;
+  // Origins allowed to call from a browser; "*" allows any. Empty: no CORS headers.
+  std::vector<std::string> cors_allowed_origins;
+  // A comment frame is sent on an idle event stream this often.
+  absl::Duration sse_heartbeat = absl::Seconds(15);
+  // The request field that resumes a stream (set from Last-Event-ID / ?last_event_id=) and
+  // the response field whose value becomes the SSE `id:`.
+  std::string resume_field = "after_seq";
+  std::string event_id_field = "seq";
+  // Log one line per request (otherwise only failures are logged).
+  bool access_log = false;
+  // Shown in /openapi.json.
+  std::string api_version = "v1";
+};
+
+class StreamRelay;
+
+class Gateway final : public RequestHandler {
+ public:
+  // Builds the route table from the services' descriptors; INVALID_ARGUMENT naming the
+  // method for a bad annotation, NOT_FOUND for an unknown service name.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Create(const GatewayOptions& options,
+                                                         std::shared_ptr<grpc::Channel> channel);
+  ~Gateway() override;
+
+  void Handle(std::shared_ptr<HttpExchange> exchange) override;
+  HttpResponse RejectUnreadable(int http_status, absl::string_view reason) override;
+
+  // Cancels every open upstream stream (for shutdown); their clients see the stream end.
+  void CancelStreams();
+
+  GatewayMetrics& metrics() { return metrics_; }
+  const RouteTable& routes() const { return routes_; }
+
+ private:
+  friend class StreamRelay;
+  Gateway(const GatewayOptions& options, RouteTable routes, std::shared_ptr<grpc::Channel> channel);
+
+  struct RequestContext;
+  void HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext rc);
+  void CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,
+                 const RouteTable::Match& match, std::unique_ptr<google::protobuf::Message> request);
+  void HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContext rc);
+  void Finish(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
+              HttpResponse response);
+  void FinishError(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
+                   int grpc_code, absl::string_view message);
+  void AddCommonHeaders(const RequestContext& rc, HttpResponse* response) const;
+  template <typename Message>
+  void AddCorsHeaders(const RequestContext& rc, Message* response) const;
+  bool OriginAllowed(absl::string_view origin) const;
+  void Unregister(StreamRelay* relay);
+
+  const GatewayOptions options_;
+  const RouteTable routes_;
+  const JsonOptions json_options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  grpc::GenericStub stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
+  std::string openapi_json_;
+  GatewayMetrics metrics_;
+  absl::Mutex mu_;
+  absl::flat_hash_set<StreamRelay*> relays_ ABSL_GUARDED_BY(mu_);
+};
+
+// The web chat page served at GET / (gateway/web/index.html, embedded at build time).
+absl::string_view WebIndexHtml();
+
+}  // namespace aijobs::gateway

@@ -1,0 +1,124 @@
+// aijobs-gateway: flag parsing and wiring only; see gateway.h and http_server.h.
+#include <grpcpp/grpcpp.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "common/logging.h"
+#include "gateway/gateway.h"
+#include "gateway/http_server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HTTP listen address host:port");
+ABSL_FLAG(std::string, scheduler, "127.0.0.1:50051", "the scheduler's gRPC address host:port");
+ABSL_FLAG(int, threads, 2, "io threads serving HTTP connections");
+ABSL_FLAG(int64_t, max_body_bytes, 1 << 20, "larger request bodies are answered 413");
+ABSL_FLAG(int64_t, default_deadline_ms, 30000, "deadline of unary calls without Grpc-Timeout");
+ABSL_FLAG(bool, lenient_json, false, "accept unknown JSON fields and query parameters");
+ABSL_FLAG(std::string, cors_allowed_origins, "",
+          "comma-separated origins allowed by CORS; * allows any; empty: CORS off");
+ABSL_FLAG(int64_t, sse_heartbeat_ms, 15000, "comment heartbeat interval on idle event streams");
+ABSL_FLAG(int64_t, idle_timeout_ms, 60000, "idle keep-alive connections are closed after this");
+ABSL_FLAG(bool, access_log, false, "log every request (otherwise only 5xx)");
+
+namespace {
+
+absl::Notification* g_stop = nullptr;
+void OnSignal(int) {
+  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
+}
+
+// Every flag may come from the environment as AIJOBS_GATEWAY_<FLAG> (e.g.
+// AIJOBS_GATEWAY_LISTEN); the command line wins over the environment.
+bool ApplyEnvironment() {
+  for (const char* name : {"listen", "scheduler", "threads", "max_body_bytes",
+                           "default_deadline_ms", "lenient_json", "cors_allowed_origins",
+                           "sse_heartbeat_ms", "idle_timeout_ms", "access_log"}) {
+    std::string env = "AIJOBS_GATEWAY_" + absl::AsciiStrToUpper(name);
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+      std::cerr << "aijobs-gateway: " << env << "=\"" << value << "\": " << error << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "aijobs gateway: REST/JSON and Server-Sent Events in front of the scheduler's gRPC API");
+  if (!ApplyEnvironment()) return 2;
+  absl::ParseCommandLine(argc, argv);
+  aijobs::InitLogging("aijobs-gateway");
+  namespace gw = aijobs::gateway;
+
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    std::cerr << "aijobs-gateway: --listen \"" << listen << "\": expected host:port\n";
+    return 2;
+  }
+  gw::GatewayOptions options;
+  options.default_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
+  options.lenient_json = absl::GetFlag(FLAGS_lenient_json);
+  for (absl::string_view o : absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',',
+                                            absl::SkipWhitespace())) {
+    options.cors_allowed_origins.emplace_back(absl::StripAsciiWhitespace(o));
+  }
+  options.sse_heartbeat = absl::Milliseconds(absl::GetFlag(FLAGS_sse_heartbeat_ms));
+  options.access_log = absl::GetFlag(FLAGS_access_log);
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_scheduler),
+                                           grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::unique_ptr<gw::Gateway>> gateway = gw::Gateway::Create(options, channel);
+  if (!gateway.ok()) {
+    std::cerr << "aijobs-gateway: " << gateway.status().message() << "\n";
+    return 2;
+  }
+  gw::HttpServerOptions http_options;
+  http_options.host = listen.substr(0, colon);
+  http_options.port = port;
+  http_options.threads = absl::GetFlag(FLAGS_threads);
+  http_options.max_body_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_body_bytes));
+  http_options.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+  absl::StatusOr<std::unique_ptr<gw::HttpServer>> server =
+      gw::HttpServer::Start(http_options, gateway->get());
+  if (!server.ok()) {
+    std::cerr << "aijobs-gateway: " << server.status().message() << "\n";
+    return 1;
+  }
+  spdlog::info("listening on http://{}:{} (scheduler {}, {} routes)", http_options.host,
+               (*server)->port(), absl::GetFlag(FLAGS_scheduler),
+               (*gateway)->routes().routes().size());
+
+  static absl::Notification stop;
+  g_stop = &stop;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  stop.WaitForNotification();
+  spdlog::info("stopping: ending open streams");
+  (*gateway)->CancelStreams();
+  absl::SleepFor(absl::Milliseconds(200));  // Let the cancelled streams write their last chunk.
+  (*server)->Shutdown();
+  spdlog::info("stopped");
+  return 0;
+}
