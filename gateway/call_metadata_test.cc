@@ -26,7 +26,9 @@ TEST(ParseGrpcTimeoutTest, RejectsMalformedValues) {
   for (const char* bad : {"", "S", "5", "5s", "-5S", "+5S", "123456789S", "1.5S", "abcS"}) {
     absl::StatusOr<absl::Duration> t = ParseGrpcTimeout(bad);
     EXPECT_FALSE(t.ok()) << bad;
-    if (!t.ok()) EXPECT_THAT(std::string(t.status().message()), HasSubstr("Grpc-Timeout"));
+    if (!t.ok()) {
+      EXPECT_THAT(std::string(t.status().message()), HasSubstr("Grpc-Timeout"));
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "aijobs/v1/job_service.pb.h"
 #include "common/uuid.h"
 #include "gateway/call_metadata.h"
 #include "gateway/sse.h"
@@ -22,7 +23,7 @@ namespace pb = google::protobuf;
 
 namespace {
 
-constexpr absl::string_view kJson = "application/json";
+constexpr char kJson[] = "application/json";
 constexpr absl::string_view kLastEventIdParam = "last_event_id";
 
 std::string ToStd(boost::beast::string_view s) { return std::string(s.data(), s.size()); }
@@ -64,9 +65,10 @@ std::multimap<std::string, std::string> ToStdMultimap(
 // The name of the message's set oneof field (the event kind), or "message".
 std::string EventName(const pb::Message& message) {
   const pb::Descriptor* d = message.GetDescriptor();
-  for (int i = 0; i < d->real_oneof_decl_count(); ++i) {
+  for (int i = 0; i < d->oneof_decl_count(); ++i) {
+    if (d->oneof_decl(i)->is_synthetic()) continue;  // proto3 `optional`, not a real oneof.
     const pb::FieldDescriptor* f =
-        message.GetReflection()->GetOneofFieldDescriptor(message, d->real_oneof_decl(i));
+        message.GetReflection()->GetOneofFieldDescriptor(message, d->oneof_decl(i));
     if (f != nullptr) return f->name();
   }
   return "message";
@@ -237,6 +239,9 @@ class StreamRelay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
 
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(const GatewayOptions& options,
                                                          std::shared_ptr<grpc::Channel> channel) {
+  // The services' descriptors are registered by their generated code, which a static link
+  // drops unless something references it.
+  static_cast<void>(aijobs::v1::GetJobRequest::descriptor());
   std::vector<const pb::ServiceDescriptor*> services;
   for (const std::string& name : options.services) {
     const pb::ServiceDescriptor* s = pb::DescriptorPool::generated_pool()->FindServiceByName(name);
@@ -402,7 +407,8 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
                          absl::StrCat("no route for ", rc.path));
     }
     if (match.ok() && allowed.empty()) {
-      routes_.Find("", rc.path, &allowed);  // Collect every method of this path.
+      // No route has the method "": Find lists every method of this path instead.
+      static_cast<void>(routes_.Find("", rc.path, &allowed));
       if (allowed.empty()) allowed.push_back(lookup_method);
     }
     allowed.push_back("OPTIONS");

@@ -134,6 +134,18 @@ void Housekeeping::RetentionLoop() {
       if (*n < 1000) break;
     }
     if (total > 0) spdlog::info("retention: deleted {} finished jobs", total);
+    // Expired response-cache entries, in the same small batches.
+    int expired = 0;
+    while (!stop_.HasBeenNotified()) {
+      auto n = store_->DeleteExpiredCacheEntries(1000);
+      if (!n.ok()) {
+        spdlog::warn("deleting expired cache entries failed: {}", n.status().ToString());
+        break;
+      }
+      expired += *n;
+      if (*n < 1000) break;
+    }
+    if (expired > 0) spdlog::info("retention: deleted {} expired cache entries", expired);
   }
 }
 

@@ -3,7 +3,8 @@
 //  - LeaseKeeper: extends the leases of attempts on connected workers, drops workers whose
 //    heartbeats stopped, times out attempts a worker did not end by their deadline (plus a
 //    grace period), and requeues attempts whose lease expired (a dead replica's).
-//  - RetentionSweeper: deletes finished jobs older than the retention period, in batches.
+//  - RetentionSweeper: deletes finished jobs older than the retention period, and expired
+//    response-cache entries, in batches.
 //  - Notifier: sends one NOTIFY aijobs_jobs per burst of inserts, never one per job.
 //  - WakeListener: LISTENs for other replicas' inserts (NOTIFY aijobs_jobs) and wakes the
 //    dispatcher; reconnects when the database restarts.

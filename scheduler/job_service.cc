@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/cache_key.h"
 #include "spdlog/spdlog.h"
 
 namespace aijobs::scheduler {
@@ -39,6 +40,14 @@ grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Execut
 }
 
 constexpr int kEventPage = 1000;
+
+// Tells the HTTP gateway how to answer a submit (it maps x-http-code to the status and
+// x-http-header-* to headers, as grpc-gateway does): 202 Accepted while the job is pending,
+// 200 when it is already finished (a cache hit, or an idempotent replay of a finished job).
+void AddSubmitHttpMetadata(grpc::CallbackServerContext* ctx, const v1::Job& job) {
+  ctx->AddInitialMetadata("x-http-code", IsTerminal(job.state()) ? "200" : "202");
+  ctx->AddInitialMetadata("x-http-header-location", absl::StrCat("/v1/jobs/", job.id()));
+}
 
 }  // namespace
 
@@ -323,14 +332,40 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   nj.max_attempts = request->max_attempts() > 0 ? request->max_attempts() : 3;
   if (!request->idempotency_key().empty()) nj.idempotency_key = request->idempotency_key();
   nj.timeout_ms = absl::ToInt64Milliseconds(FromProtoDuration(request->timeout()));
+  // The job's own policy wins; otherwise a worker's advert for its (type, model) may apply.
+  absl::Duration cache_ttl = FromProtoDuration(request->cache().ttl());
+  if (cache_ttl <= absl::ZeroDuration() && deps_.cache_adverts != nullptr) {
+    cache_ttl = deps_.cache_adverts->TtlFor(nj.type, nj.spec.input());
+  }
+  if (cache_ttl > absl::ZeroDuration()) {
+    nj.cache_key = CacheKey(nj.caller.tenant_id, nj.type, nj.spec.input());
+    if (!nj.cache_key.empty()) nj.cache_ttl = cache_ttl;
+  }
   auto* reactor = ctx->DefaultReactor();
-  deps_.batcher->Submit(std::move(nj), [reactor, job](absl::StatusOr<SubmitOutcome> out) {
+  auto answer = [ctx, reactor, job](absl::StatusOr<SubmitOutcome> out) {
     if (!out.ok()) {
       reactor->Finish(ToGrpcStatus(out.status()));
       return;
     }
     *job = std::move(out->job);
+    AddSubmitHttpMetadata(ctx, *job);
     reactor->Finish(grpc::Status::OK);
+  };
+  if (nj.cache_key.empty()) {  // the common case: no lookup, straight to the batcher
+    deps_.batcher->Submit(std::move(nj), std::move(answer));
+    return reactor;
+  }
+  deps_.executor->Run([this, nj = std::move(nj), answer = std::move(answer)]() mutable {
+    auto hit = deps_.store->InsertFromCache(nj);
+    if (!hit.ok()) {
+      answer(hit.status());
+      return;
+    }
+    if (hit->has_value()) {
+      answer(std::move(**hit));
+      return;
+    }
+    deps_.batcher->Submit(std::move(nj), std::move(answer));
   });
   return reactor;
 }
@@ -447,6 +482,25 @@ grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* 
       *job = std::move(*r);
     }
     return r.status();
+  });
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::PutCachedResult(grpc::CallbackServerContext* ctx,
+                                                          const v1::PutCachedResultRequest* request,
+                                                          v1::PutCachedResultResponse* response) {
+  absl::Status valid = ValidatePutCachedResult(*request, deps_.limits);
+  if (!valid.ok()) return FinishNow(ctx, valid);
+  Caller caller = CallerFrom(*ctx);
+  std::string key = CacheKey(caller.tenant_id, request->type(), request->input());
+  if (key.empty()) return FinishNow(ctx, absl::InternalError("computing the cache key failed"));
+  return RunOnExecutor(ctx, deps_.executor, [this, request, response, caller, key] {
+    auto expires =
+        deps_.store->PutCachedResult(caller.tenant_id, key, request->type(), request->result(),
+                                     FromProtoDuration(request->ttl()));
+    if (!expires.ok()) return expires.status();
+    response->set_key(HexString(key));
+    *response->mutable_expires_at() = ToProtoTimestamp(*expires);
+    return absl::OkStatus();
   });
 }
 

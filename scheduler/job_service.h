@@ -1,6 +1,12 @@
 // JobServiceImpl: the client API (callback API). Unary calls validate on gRPC's thread and
-// run their database work on an executor; SubmitJob goes through the SubmitBatcher; WatchJob
-// streams from the EventHub after replaying job_events.
+// run their database work on an executor; SubmitJob goes through the SubmitBatcher (a job
+// that opted into the response cache is first looked up there: a hit is answered SUCCEEDED
+// with Job.cached = true and never reaches the batcher or a worker); WatchJob streams from
+// the EventHub after replaying job_events.
+//
+// SubmitJob sets initial metadata for the HTTP gateway: x-http-code (202 when the job is
+// pending, 200 when it is already finished, e.g. a cache hit) and x-http-header-location
+// (/v1/jobs/<id>).
 //
 //   JobServiceImpl jobs(deps);
 //   builder.RegisterService(&jobs);
@@ -13,6 +19,7 @@
 
 #include "aijobs/v1/job_service.grpc.pb.h"
 #include "common/executor.h"
+#include "scheduler/cache_adverts.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/job_store.h"
@@ -29,6 +36,8 @@ struct JobServiceDeps {
   SubmitBatcher* batcher;
   Executor* executor;
   JobTypeRegistry* types;
+  // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
+  CacheAdvertRegistry* cache_adverts = nullptr;
   SubmitLimits limits;
   // How often a watcher with no local events re-reads job_events (events written by other
   // replicas).
@@ -55,6 +64,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                      v1::ListJobsResponse* response) override;
   grpc::ServerUnaryReactor* RetryJob(grpc::CallbackServerContext* ctx,
                                      const v1::RetryJobRequest* request, v1::Job* job) override;
+  grpc::ServerUnaryReactor* PutCachedResult(grpc::CallbackServerContext* ctx,
+                                            const v1::PutCachedResultRequest* request,
+                                            v1::PutCachedResultResponse* response) override;
 
   // Open WatchJob streams.
   size_t WatchCount();

@@ -35,6 +35,10 @@ struct NewJob {
   int32_t max_attempts = 3;
   std::optional<std::string> idempotency_key;
   int64_t timeout_ms = 0;
+  // Response cache: set (CacheKey of tenant, type and input) when the job opted in; its
+  // successful result is then kept for cache_ttl.
+  std::string cache_key;
+  absl::Duration cache_ttl = absl::ZeroDuration();
 };
 
 struct SubmitOutcome {
@@ -154,6 +158,28 @@ class JobStore {
 
   // Deletes up to `limit` jobs (and their events) that finished before `cutoff`.
   virtual absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) = 0;
+
+  // Response cache (entries per tenant and cache key; FinishAttempts fills it from the
+  // successful results of jobs with a cache_key).
+  //
+  // Answers `job` (which has a cache_key) from the cache when an entry is live: not expired,
+  // and either pinned (pre-composed) or stored less than job.cache_ttl ago. On a hit the job
+  // is created already SUCCEEDED with the cached result, cached = true, attempt 0, and its
+  // final event (seq 2) — no worker ever sees it; with an idempotency key that already
+  // exists the existing job is returned instead (existing = true). nullopt on a miss: nothing
+  // was written, submit it normally.
+  virtual absl::StatusOr<std::optional<SubmitOutcome>> InsertFromCache(const NewJob& job) = 0;
+
+  // Stores a pre-composed answer (pinned) for ttl, replacing any entry of that key. Returns
+  // when it expires.
+  virtual absl::StatusOr<absl::Time> PutCachedResult(const std::string& tenant_id,
+                                                     const std::string& key,
+                                                     const std::string& type,
+                                                     const google::protobuf::Struct& result,
+                                                     absl::Duration ttl) = 0;
+
+  // Deletes up to `limit` expired cache entries; returns how many.
+  virtual absl::StatusOr<int> DeleteExpiredCacheEntries(int limit) = 0;
 
   // Records job types offered by workers, and reads the known set.
   virtual absl::Status RegisterJobTypes(const std::vector<std::string>& types) = 0;

@@ -73,6 +73,28 @@ CREATE TABLE worker_types (
   last_seen timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+      // Response cache. Adding columns with constant defaults rewrites nothing (PG 11+).
+      {2, R"sql(
+ALTER TABLE jobs
+  ADD COLUMN cached       boolean NOT NULL DEFAULT false,  -- answered from response_cache
+  ADD COLUMN cache_key    bytea,                           -- set when the job opted in
+  ADD COLUMN cache_ttl_ms bigint NOT NULL DEFAULT 0;       -- how long its result is kept
+
+-- result: google.protobuf.Struct. pinned: a pre-composed answer (PutCachedResult), served
+-- whatever the submit's own ttl and not replaced by job results until it expires.
+CREATE TABLE response_cache (
+  tenant_id  text NOT NULL,
+  key        bytea NOT NULL,                 -- SHA-256 of (tenant, type, canonical input)
+  type       text NOT NULL,
+  result     bytea NOT NULL,
+  pinned     boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL,
+  hits       bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX response_cache_expiry ON response_cache (expires_at);
+)sql"},
   };
   return *migrations;
 }

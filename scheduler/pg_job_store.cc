@@ -22,11 +22,11 @@ using pg::Result;
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
   "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, " \
   "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "         \
-  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq"
+  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq, cached"
 #define JOB_NAMES                                                                      \
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
   "idempotency_key, timeout_ms, result, error, run_after_us, created_us, updated_us, " \
-  "started_us, finished_us, last_seq"
+  "started_us, finished_us, last_seq, cached"
 
 // Writes the event of a transition for every row of the CTE `upd`: a final_job event for
 // terminal states, a state change otherwise.
@@ -60,6 +60,7 @@ v1::Job RowToJob(const Result& r, int row) {
   if (!r.IsNull(row, 16)) *job.mutable_started_at() = MicrosToTimestamp(r.GetInt(row, 16));
   if (!r.IsNull(row, 17)) *job.mutable_finished_at() = MicrosToTimestamp(r.GetInt(row, 17));
   job.set_last_seq(r.GetInt(row, 18));
+  job.set_cached(r.GetBool(row, 19));
   return job;
 }
 
@@ -112,23 +113,31 @@ std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64M
 
 std::string JobNotFound(const std::string& id) { return absl::StrCat("job ", id, " not found"); }
 
+// A positive ttl is kept at least 1 ms (the column's unit), so opting in never means "off".
+int64_t CacheTtlMillis(absl::Duration ttl) {
+  return std::max<int64_t>(1, absl::ToInt64Milliseconds(ttl));
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vector<NewJob>& jobs) {
   static constexpr char kSql[] =
       "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
-      "$5::bytea[], $6::int[], $7::int[], $8::text[], $9::int8[]) AS t(i_id, i_tenant, i_owner, "
-      "i_type, i_spec, i_priority, i_max_attempts, i_key, i_timeout)), "
+      "$5::bytea[], $6::int[], $7::int[], $8::text[], $9::int8[], $10::bytea[], $11::int8[]) "
+      "AS t(i_id, i_tenant, i_owner, i_type, i_spec, i_priority, i_max_attempts, i_key, "
+      "i_timeout, i_cache_key, i_cache_ttl)), "
       "ins AS (INSERT INTO jobs (id, tenant_id, owner, type, spec, state, priority, attempt, "
-      "max_attempts, attempt_budget, idempotency_key, timeout_ms, last_seq) "
+      "max_attempts, attempt_budget, idempotency_key, timeout_ms, last_seq, cache_key, "
+      "cache_ttl_ms) "
       "SELECT i_id, i_tenant, i_owner, i_type, i_spec, 1, i_priority, 0, i_max_attempts, "
-      "i_max_attempts, i_key, i_timeout, 1 FROM input "
+      "i_max_attempts, i_key, i_timeout, 1, i_cache_key, i_cache_ttl FROM input "
       "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
       "RETURNING id, created_at) "
       // The QUEUED event (seq 1) is not stored: ReadEvents derives it from the job row,
       // which saves a row and an index entry on every submit.
       "SELECT id, aijobs_us(created_at) FROM ins";
   ArrayBuilder ids, tenants, owners, types, specs, priorities, max_attempts, keys, timeouts;
+  ArrayBuilder cache_keys, cache_ttls;
   std::vector<std::string> spec_bytes(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) {
     const NewJob& j = jobs[i];
@@ -146,11 +155,18 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       keys.AddNull();
     }
     timeouts.Add(j.timeout_ms);
+    if (j.cache_key.empty()) {
+      cache_keys.AddNull();
+      cache_ttls.Add(int64_t{0});
+    } else {
+      cache_keys.AddBytea(j.cache_key);
+      cache_ttls.Add(CacheTtlMillis(j.cache_ttl));
+    }
   }
   Params p;
   p.Add(ids.Finish()).Add(tenants.Finish()).Add(owners.Finish()).Add(types.Finish());
   p.Add(specs.Finish()).Add(priorities.Finish()).Add(max_attempts.Finish()).Add(keys.Finish());
-  p.Add(timeouts.Finish());
+  p.Add(timeouts.Finish()).Add(cache_keys.Finish()).Add(cache_ttls.Finish());
 
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
@@ -362,8 +378,21 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
       "last_seq = GREATEST(last_seq, u_seq) + 1 "
       "FROM u JOIN l ON l_id = u_id WHERE id = u_id AND attempt = u_attempt AND state = 2 "
-      "RETURNING " JOB_COLUMNS "), "
-      TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
+      "RETURNING " JOB_COLUMNS ", cache_key, cache_ttl_ms), "
+      TRANSITION_EVENTS ", "
+      // Response cache fill, in the same commit as the success. DISTINCT ON: two identical
+      // requests succeeding in one batch would otherwise upsert one row twice (an error).
+      // A live pre-composed (pinned) answer is not replaced by a job's result.
+      "fill AS (INSERT INTO response_cache AS rc (tenant_id, key, type, result, created_at, "
+      "expires_at) SELECT DISTINCT ON (tenant_id, cache_key) tenant_id, cache_key, type, "
+      "result, now(), now() + cache_ttl_ms * interval '1 millisecond' FROM upd "
+      "WHERE state = 3 AND cache_key IS NOT NULL AND result IS NOT NULL "
+      "ORDER BY tenant_id, cache_key "
+      "ON CONFLICT (tenant_id, key) DO UPDATE SET type = EXCLUDED.type, "
+      "result = EXCLUDED.result, created_at = EXCLUDED.created_at, "
+      "expires_at = EXCLUDED.expires_at, pinned = false "
+      "WHERE NOT rc.pinned OR rc.expires_at <= now()) "
+      "SELECT " JOB_NAMES " FROM upd";
 #undef NEW_STATE
   ArrayBuilder ids, attempts, kinds, results, errors, delays, seqs;
   DeltaArrays deltas;
@@ -589,6 +618,95 @@ absl::StatusOr<int> PgJobStore::DeleteFinishedBefore(absl::Time cutoff, int limi
       "WITH d AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state >= 3 AND "
       "finished_at < 'epoch'::timestamptz + $1::int8 * interval '1 microsecond' LIMIT $2) "
       "RETURNING id), e AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM d)) "
+      "SELECT count(*) FROM d",
+      p);
+  if (!r.ok()) return r.status();
+  return static_cast<int>(r->GetInt(0, 0));
+}
+
+absl::StatusOr<std::optional<SubmitOutcome>> PgJobStore::InsertFromCache(const NewJob& job) {
+  if (job.cache_key.empty()) return std::optional<SubmitOutcome>();
+  // One statement: count the hit, create the job SUCCEEDED with the cached result and its
+  // final event (seq 2; seq 1 = QUEUED is derived from the row, as for every job). Always
+  // returns one row: the job's columns (NULL when nothing was inserted) and the hit count.
+  static constexpr char kSql[] =
+      "WITH hit AS (UPDATE response_cache SET hits = hits + 1 WHERE tenant_id = $2 AND "
+      "key = $10::bytea AND expires_at > now() AND (pinned OR created_at > now() - $11::int8 * "
+      "interval '1 millisecond') RETURNING result AS h_result), "
+      "ins AS (INSERT INTO jobs (id, tenant_id, owner, type, spec, state, priority, attempt, "
+      "max_attempts, attempt_budget, idempotency_key, timeout_ms, result, last_seq, finished_at, "
+      "cached, cache_key, cache_ttl_ms) "
+      "SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, 3, $6::int, 0, $7::int, $7::int, "
+      "$8::text, $9::int8, "
+      "h_result, 2, now(), true, $10::bytea, $11::int8 FROM hit "
+      "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+      "RETURNING " JOB_COLUMNS
+      "), "
+      "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, payload) "
+      "SELECT id, 2, 3, 3, 0, result FROM ins) "
+      "SELECT ins.*, (SELECT count(*) FROM hit) FROM (SELECT 1) AS one LEFT JOIN ins ON true";
+  Params p;
+  p.Add(job.id).Add(job.caller.tenant_id).Add(job.caller.subject).Add(job.type);
+  p.AddBinary(job.spec.SerializeAsString());
+  p.Add(int64_t{job.priority}).Add(int64_t{job.max_attempts}).AddOptional(job.idempotency_key);
+  p.Add(job.timeout_ms).AddBinary(job.cache_key).Add(CacheTtlMillis(job.cache_ttl));
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("insert_from_cache", kSql, p);
+  if (!r.ok()) return r.status();
+  constexpr int kHitColumn = 20;
+  if (r->rows() != 1 || r->GetInt(0, kHitColumn) == 0) return std::optional<SubmitOutcome>();
+  SubmitOutcome out;
+  if (!r->IsNull(0, 0)) {
+    out.job = RowToJob(*r, 0);
+    return std::optional<SubmitOutcome>(std::move(out));
+  }
+  // A hit, but the idempotency key already belongs to a job: that job is the answer.
+  Params q;
+  q.Add(job.caller.tenant_id).Add(*job.idempotency_key);
+  auto existing = (*conn)->ExecPrepared(
+      "job_by_key",
+      "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2", q);
+  if (!existing.ok()) return existing.status();
+  if (existing->rows() == 0) {
+    return absl::AbortedError("a job with the same idempotency key was deleted concurrently");
+  }
+  out.job = RowToJob(*existing, 0);
+  out.existing = true;
+  return std::optional<SubmitOutcome>(std::move(out));
+}
+
+absl::StatusOr<absl::Time> PgJobStore::PutCachedResult(const std::string& tenant_id,
+                                                       const std::string& key,
+                                                       const std::string& type,
+                                                       const google::protobuf::Struct& result,
+                                                       absl::Duration ttl) {
+  Params p;
+  p.Add(tenant_id).AddBinary(key).Add(type).AddBinary(result.SerializeAsString());
+  p.Add(CacheTtlMillis(ttl));
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "put_cached_result",
+      "INSERT INTO response_cache (tenant_id, key, type, result, pinned, created_at, expires_at) "
+      "VALUES ($1, $2::bytea, $3, $4::bytea, true, now(), now() + $5::int8 * interval "
+      "'1 millisecond') ON CONFLICT (tenant_id, key) DO UPDATE SET type = EXCLUDED.type, "
+      "result = EXCLUDED.result, pinned = true, created_at = EXCLUDED.created_at, "
+      "expires_at = EXCLUDED.expires_at RETURNING aijobs_us(expires_at)",
+      p);
+  if (!r.ok()) return r.status();
+  return absl::FromUnixMicros(r->GetInt(0, 0));
+}
+
+absl::StatusOr<int> PgJobStore::DeleteExpiredCacheEntries(int limit) {
+  Params p;
+  p.Add(int64_t{limit});
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "delete_expired_cache",
+      "WITH d AS (DELETE FROM response_cache WHERE (tenant_id, key) IN (SELECT tenant_id, key "
+      "FROM response_cache WHERE expires_at <= now() LIMIT $1) RETURNING 1) "
       "SELECT count(*) FROM d",
       p);
   if (!r.ok()) return r.status();

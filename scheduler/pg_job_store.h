@@ -41,6 +41,12 @@ class PgJobStore : public JobStore {
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
       const std::vector<std::string>& job_ids) override;
   absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) override;
+  absl::StatusOr<std::optional<SubmitOutcome>> InsertFromCache(const NewJob& job) override;
+  absl::StatusOr<absl::Time> PutCachedResult(const std::string& tenant_id, const std::string& key,
+                                             const std::string& type,
+                                             const google::protobuf::Struct& result,
+                                             absl::Duration ttl) override;
+  absl::StatusOr<int> DeleteExpiredCacheEntries(int limit) override;
   absl::Status RegisterJobTypes(const std::vector<std::string>& types) override;
   absl::StatusOr<std::vector<std::string>> KnownJobTypes() override;
   absl::Status NotifyNewJobs() override;

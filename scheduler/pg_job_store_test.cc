@@ -23,6 +23,7 @@
 #include "common/pg/pool.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/cache_key.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/migrations.h"
 #include "tests/fixtures/pg_server.h"
@@ -967,6 +968,258 @@ TEST_F(PgJobStoreTest, ListJobsRejectsInvalidPageToken) {
     auto page = store_->ListJobs(q);
     EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument) << token;
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Response cache
+
+// A cache-enabled job: input {"prompt": prompt}, key from (tenant, type, input).
+NewJob CachedJob(const std::string& prompt, absl::Duration ttl, Caller caller = Caller{}) {
+  NewJob j;
+  j.id = NewUuid();
+  j.caller = std::move(caller);
+  j.type = "chat";
+  *j.spec.mutable_input() = TextStruct("prompt", prompt);
+  j.cache_ttl = ttl;
+  j.cache_key = CacheKey(j.caller.tenant_id, j.type, j.spec.input());
+  return j;
+}
+
+class ResponseCacheTest : public PgJobStoreTest {
+ protected:
+  // Submits `j`, runs it to success with `result_text`, returns the finished job.
+  v1::Job RunToSuccess(const NewJob& j, const std::string& result_text) {
+    v1::Job job = Submit(j);
+    ClaimedJob c = ClaimOne();
+    EXPECT_EQ(c.job.id(), job.id());
+    AttemptOutcome o;
+    o.job_id = job.id();
+    o.attempt = c.job.attempt();
+    o.kind = Kind::kSucceeded;
+    o.result = TextStruct("text", result_text);
+    auto r = store_->FinishAttempts({o});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() && r->size() == 1 ? (*r)[0] : v1::Job();
+  }
+
+  // The outcome of InsertFromCache for `j` (nullopt on a miss or an error, which fails).
+  std::optional<SubmitOutcome> FromCache(const NewJob& j) {
+    auto r = store_->InsertFromCache(j);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+
+  int64_t CacheRows() { return QueryInt("SELECT count(*) FROM response_cache"); }
+};
+
+TEST_F(ResponseCacheTest, MissWritesNothingThenSuccessFillsAndHitIsAFinishedJob) {
+  NewJob first = CachedJob("what is 2+2", absl::Hours(1));
+  EXPECT_FALSE(FromCache(first).has_value());
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs"), 0) << "a miss must not create the job";
+
+  v1::Job done = RunToSuccess(first, "four");
+  EXPECT_FALSE(done.cached());
+  EXPECT_EQ(CacheRows(), 1);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM response_cache WHERE expires_at BETWEEN "
+                     "now() + interval '59 minutes' AND now() + interval '61 minutes'"),
+            1);
+
+  NewJob second = CachedJob("what is 2+2", absl::Hours(1));
+  second.priority = 4;
+  (*second.spec.mutable_labels())["k"] = "v";
+  absl::Time before = absl::Now() - absl::Seconds(5);
+  auto hit = FromCache(second);
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_FALSE(hit->existing);
+  const v1::Job& job = hit->job;
+  EXPECT_EQ(job.id(), second.id);
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  EXPECT_TRUE(job.cached());
+  EXPECT_EQ(job.attempt(), 0);
+  EXPECT_EQ(job.priority(), 4);
+  EXPECT_EQ(job.labels().at("k"), "v");
+  EXPECT_EQ(job.result().fields().at("text").string_value(), "four");
+  EXPECT_EQ(job.input().fields().at("prompt").string_value(), "what is 2+2");
+  EXPECT_EQ(job.last_seq(), 2);
+  EXPECT_GT(FromProtoTimestamp(job.finished_at()), before);
+  EXPECT_FALSE(job.has_started_at());
+  EXPECT_EQ(QueryInt("SELECT hits FROM response_cache"), 1);
+
+  // Stored exactly as answered; never claimable; events: derived QUEUED, then final_job.
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(Get(job.id()), job))
+      << Get(job.id()).DebugString() << "\nvs\n"
+      << job.DebugString();
+  auto none = store_->ClaimJobs({"chat"}, 10, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(none.ok());
+  EXPECT_THAT(*none, IsEmpty());
+  std::vector<v1::JobEvent> events = Events(job.id());
+  EXPECT_THAT(DescribeAll(events), ElementsAre("1 state QUEUED a0", "2 final SUCCEEDED a0"));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_TRUE(events[1].final_job().cached());
+  EXPECT_EQ(events[1].final_job().result().fields().at("text").string_value(), "four");
+  EXPECT_THAT(DescribeAll(Events(job.id(), 2)), IsEmpty());
+
+  // A different input misses.
+  EXPECT_FALSE(FromCache(CachedJob("what is 2+3", absl::Hours(1))).has_value());
+}
+
+TEST_F(ResponseCacheTest, OnlySuccessFills) {
+  NewJob failed = CachedJob("fails", absl::Hours(1));
+  Submit(failed);
+  ClaimedJob c = ClaimOne();
+  ASSERT_EQ(Finish(c.job.id(), 1, Kind::kFatalFailure).size(), 1u);
+
+  NewJob retried = CachedJob("retried", absl::Hours(1));
+  Submit(retried);
+  c = ClaimOne();
+  // Requeued for later (not claimable during this test).
+  ASSERT_EQ(Finish(c.job.id(), 1, Kind::kRetryableFailure, absl::Hours(1)).size(), 1u);
+
+  NewJob cancelled = CachedJob("cancelled", absl::Hours(1));
+  Submit(cancelled);
+  ASSERT_TRUE(store_->CancelJob(Caller{}, cancelled.id, "", 0).ok());
+
+  NewJob not_opted = MakeJob();  // no cache key: its success stores nothing
+  Submit(not_opted);
+  c = ClaimOne();
+  ASSERT_EQ(Finish(c.job.id(), c.job.attempt(), Kind::kSucceeded).size(), 1u);
+
+  EXPECT_EQ(CacheRows(), 0);
+  for (const char* prompt : {"fails", "retried", "cancelled"}) {
+    EXPECT_FALSE(FromCache(CachedJob(prompt, absl::Hours(1))).has_value()) << prompt;
+  }
+  // A fenced (stale) completion does not fill either.
+  NewJob stale = CachedJob("stale", absl::Hours(1));
+  Submit(stale);
+  c = ClaimOne();
+  EXPECT_THAT(Finish(stale.id, c.job.attempt() + 1, Kind::kSucceeded), IsEmpty());
+  EXPECT_EQ(CacheRows(), 0);
+}
+
+TEST_F(ResponseCacheTest, ExpiredOrTooOldForTheRequestMisses) {
+  RunToSuccess(CachedJob("q", absl::Hours(1)), "a");
+  ASSERT_TRUE(FromCache(CachedJob("q", absl::Hours(1))).has_value());
+
+  // Stored 2 hours ago (still before expires_at): a request accepting at most 1 hour old
+  // answers misses, one accepting 3 hours hits.
+  ASSERT_TRUE(admin_
+                  ->Exec("UPDATE response_cache SET created_at = now() - interval '2 hours', "
+                         "expires_at = now() + interval '1 hour'")
+                  .ok());
+  EXPECT_FALSE(FromCache(CachedJob("q", absl::Hours(1))).has_value());
+  EXPECT_TRUE(FromCache(CachedJob("q", absl::Hours(3))).has_value());
+
+  ASSERT_TRUE(
+      admin_->Exec("UPDATE response_cache SET expires_at = now() - interval '1 second'").ok());
+  EXPECT_FALSE(FromCache(CachedJob("q", absl::Hours(24))).has_value());
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs WHERE cached"), 2);
+}
+
+TEST_F(ResponseCacheTest, TenantsNeverSeeEachOthersEntries) {
+  Caller a{"tenant-a", "alice"};
+  Caller b{"tenant-b", "bob"};
+  RunToSuccess(CachedJob("shared question", absl::Hours(1), a), "a's answer");
+  EXPECT_FALSE(FromCache(CachedJob("shared question", absl::Hours(1), b)).has_value());
+  // Even a request carrying tenant a's exact key bytes misses for tenant b.
+  NewJob forged = CachedJob("shared question", absl::Hours(1), b);
+  forged.cache_key = CacheKey("tenant-a", "chat", forged.spec.input());
+  EXPECT_FALSE(FromCache(forged).has_value());
+  auto hit = FromCache(CachedJob("shared question", absl::Hours(1), a));
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->job.tenant_id(), "tenant-a");
+  EXPECT_EQ(hit->job.result().fields().at("text").string_value(), "a's answer");
+}
+
+TEST_F(ResponseCacheTest, IdempotencyKeyStillReturnsTheExistingJob) {
+  RunToSuccess(CachedJob("q", absl::Hours(1)), "a");
+  NewJob first = CachedJob("q", absl::Hours(1));
+  first.idempotency_key = "req-1";
+  auto hit = FromCache(first);
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_FALSE(hit->existing);
+
+  NewJob again = CachedJob("q", absl::Hours(1));
+  again.idempotency_key = "req-1";
+  auto replay = FromCache(again);
+  ASSERT_TRUE(replay.has_value());
+  EXPECT_TRUE(replay->existing);
+  EXPECT_EQ(replay->job.id(), first.id);
+  EXPECT_TRUE(replay->job.cached());
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs WHERE idempotency_key = 'req-1'"), 1);
+}
+
+TEST_F(ResponseCacheTest, IdenticalJobsSucceedingInOneBatchFillOnce) {
+  NewJob a = CachedJob("same", absl::Hours(1));
+  NewJob b = CachedJob("same", absl::Hours(1));
+  ASSERT_TRUE(store_->InsertJobs({a, b}).ok());
+  auto claimed = store_->ClaimJobs({"chat"}, 10, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 2u);
+  std::vector<AttemptOutcome> outcomes;
+  for (const auto& c : *claimed) {
+    AttemptOutcome o;
+    o.job_id = c.job.id();
+    o.attempt = c.job.attempt();
+    o.result = TextStruct("text", "answer");
+    outcomes.push_back(o);
+  }
+  auto done = store_->FinishAttempts(outcomes);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->size(), 2u);
+  EXPECT_EQ(CacheRows(), 1);
+}
+
+TEST_F(ResponseCacheTest, PreComposedAnswerIsServedAndNotReplacedWhileLive) {
+  google::protobuf::Struct input = TextStruct("prompt", "opening hours?");
+  std::string key = CacheKey("default", "chat", input);
+  auto expires =
+      store_->PutCachedResult("default", key, "chat", TextStruct("text", "9 to 5"), absl::Hours(2));
+  ASSERT_TRUE(expires.ok()) << expires.status();
+  EXPECT_GT(*expires, absl::Now() + absl::Minutes(119));
+  EXPECT_LT(*expires, absl::Now() + absl::Minutes(121));
+
+  // Served even to a request whose own ttl is shorter than the entry's age.
+  ASSERT_TRUE(
+      admin_->Exec("UPDATE response_cache SET created_at = now() - interval '1 hour'").ok());
+  auto hit = FromCache(CachedJob("opening hours?", absl::Minutes(1)));
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->job.result().fields().at("text").string_value(), "9 to 5");
+
+  // A job that ran anyway (submitted before the put) does not overwrite it.
+  RunToSuccess(CachedJob("opening hours?", absl::Minutes(1)), "model's guess");
+  hit = FromCache(CachedJob("opening hours?", absl::Minutes(1)));
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->job.result().fields().at("text").string_value(), "9 to 5");
+
+  // Putting again replaces it.
+  ASSERT_TRUE(
+      store_->PutCachedResult("default", key, "chat", TextStruct("text", "8 to 6"), absl::Hours(2))
+          .ok());
+  hit = FromCache(CachedJob("opening hours?", absl::Minutes(1)));
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->job.result().fields().at("text").string_value(), "8 to 6");
+}
+
+TEST_F(ResponseCacheTest, DeleteExpiredCacheEntriesDeletesOnlyExpiredInBatches) {
+  for (const char* p : {"e1", "e2", "e3", "live"}) RunToSuccess(CachedJob(p, absl::Hours(1)), p);
+  const std::string live_key = CachedJob("live", absl::Hours(1)).cache_key;
+  ASSERT_TRUE(admin_
+                  ->Exec(absl::StrCat("UPDATE response_cache SET expires_at = now() - interval "
+                                      "'1 second' WHERE key <> '\\x",
+                                      HexString(live_key), "'::bytea"))
+                  .ok());
+  ASSERT_EQ(QueryInt("SELECT count(*) FROM response_cache WHERE expires_at <= now()"), 3);
+  auto n = store_->DeleteExpiredCacheEntries(2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);
+  n = store_->DeleteExpiredCacheEntries(2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1);
+  n = store_->DeleteExpiredCacheEntries(2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 0);
+  EXPECT_EQ(CacheRows(), 1);
+  EXPECT_TRUE(FromCache(CachedJob("live", absl::Hours(1))).has_value());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include "common/pg/pool.h"
 #include "common/time_util.h"
 #include "scheduler/attempt_finisher.h"
+#include "scheduler/cache_adverts.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/housekeeping.h"
@@ -33,6 +34,7 @@ struct SchedulerServer::Impl {
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<JobTypeRegistry> types;
+  std::unique_ptr<CacheAdvertRegistry> cache_adverts;
   std::unique_ptr<AttemptFinisher> finisher;
   std::unique_ptr<Dispatcher> dispatcher;
   std::unique_ptr<Housekeeping> housekeeping;
@@ -84,6 +86,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   impl->hub = std::make_unique<EventHub>();
   impl->executor = std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2));
   impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());
+  impl->cache_adverts = std::make_unique<CacheAdvertRegistry>();
   Impl* raw = impl.get();
   impl->finisher = std::make_unique<AttemptFinisher>(
       impl->store.get(), impl->hub.get(),
@@ -114,6 +117,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.batcher = impl->batcher.get();
   jdeps.executor = impl->executor.get();
   jdeps.types = impl->types.get();
+  jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;
   jdeps.watch_poll_interval = o.watch_poll_interval;
   impl->job_service = std::make_unique<JobServiceImpl>(jdeps);
@@ -125,6 +129,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   wdeps.finisher = impl->finisher.get();
   wdeps.executor = impl->executor.get();
   wdeps.types = impl->types.get();
+  wdeps.cache_adverts = impl->cache_adverts.get();
   wdeps.replica_id = o.replica_id;
   wdeps.retry = RetryPolicy{o.retry_base, o.retry_max};
   wdeps.heartbeat_interval = o.heartbeat_interval;

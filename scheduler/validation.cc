@@ -1,7 +1,9 @@
 #include "scheduler/validation.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/cache_adverts.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -70,6 +72,12 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
   if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
     return absl::InvalidArgumentError("timeout must not be negative");
   }
+  const auto& cache_ttl = request.cache().ttl();
+  if (cache_ttl.seconds() < 0 || cache_ttl.nanos() < 0 ||
+      FromProtoDuration(cache_ttl) > kMaxCacheTtl) {
+    return absl::InvalidArgumentError(
+        "cache.ttl must be between 0 (no caching) and 30 days (2592000s)");
+  }
   if (request.type() == "chat") {
     absl::Status s = ValidateChatInput(request.input());
     if (!s.ok()) return s;
@@ -91,6 +99,29 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
     return absl::InvalidArgumentError(
         absl::StrCat("unknown job type \"", request.type(),
                      "\": no worker has registered it and it is not built in (chat, embed)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
+                                     const SubmitLimits& limits) {
+  if (request.type().empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
+  if (!IsValidTypeName(request.type())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "type \"", request.type(), "\" is not a valid job type name (letters, digits, _ - .)"));
+  }
+  size_t input_bytes = request.input().ByteSizeLong();
+  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
+  }
+  if (!request.has_result()) {
+    return absl::InvalidArgumentError("result is required: the answer to serve for this input");
+  }
+  absl::Duration ttl = FromProtoDuration(request.ttl());
+  if (request.ttl().seconds() < 0 || request.ttl().nanos() < 0 || ttl < absl::Seconds(1) ||
+      ttl > kMaxCacheTtl) {
+    return absl::InvalidArgumentError("ttl is required, between 1s and 30 days (2592000s)");
   }
   return absl::OkStatus();
 }

@@ -21,6 +21,11 @@ struct SubmitLimits {
 absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLimits& limits,
                             const std::function<bool(const std::string&)>& is_known_type);
 
+// A pre-composed cache answer: a valid type name (any, registered or not), input within
+// max_input_bytes, a result, ttl from 1 s to 30 days.
+absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
+                                     const SubmitLimits& limits);
+
 // Checks a job id is a UUID.
 absl::Status ValidateJobId(const std::string& job_id);
 

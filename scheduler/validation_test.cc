@@ -144,6 +144,47 @@ TEST(ValidateSubmitTest, ChecksAttemptsKeyAndTimeout) {
   EXPECT_TRUE(Validate(r).ok());
 }
 
+TEST(ValidateSubmitTest, CacheTtlIsZeroToThirtyDays) {
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  r.mutable_cache()->mutable_ttl()->set_seconds(0);
+  EXPECT_TRUE(Validate(r).ok());  // zero: no caching
+  r.mutable_cache()->mutable_ttl()->set_seconds(30 * 24 * 3600);
+  EXPECT_TRUE(Validate(r).ok());
+  r.mutable_cache()->mutable_ttl()->set_nanos(1);
+  ExpectInvalid(Validate(r), "cache.ttl");
+  r.mutable_cache()->mutable_ttl()->set_seconds(-1);
+  r.mutable_cache()->mutable_ttl()->set_nanos(0);
+  ExpectInvalid(Validate(r), "cache.ttl");
+}
+
+v1::PutCachedResultRequest Put(const std::string& type, int64_t ttl_seconds) {
+  v1::PutCachedResultRequest r;
+  r.set_type(type);
+  auto s = google::protobuf::util::JsonStringToMessage(kChat, r.mutable_input());
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  (*r.mutable_result()->mutable_fields())["text"].set_string_value("hello");
+  r.mutable_ttl()->set_seconds(ttl_seconds);
+  return r;
+}
+
+TEST(ValidatePutCachedResultTest, NeedsTypeResultAndTtlOfOneSecondToThirtyDays) {
+  EXPECT_TRUE(ValidatePutCachedResult(Put("chat", 60), SubmitLimits{}).ok());
+  // Any well-formed type, registered or not.
+  EXPECT_TRUE(ValidatePutCachedResult(Put("faq_answer", 60), SubmitLimits{}).ok());
+  EXPECT_TRUE(ValidatePutCachedResult(Put("chat", 30 * 24 * 3600), SubmitLimits{}).ok());
+  ExpectInvalid(ValidatePutCachedResult(Put("", 60), SubmitLimits{}), "type is required");
+  ExpectInvalid(ValidatePutCachedResult(Put("a b", 60), SubmitLimits{}), "not a valid job type");
+  ExpectInvalid(ValidatePutCachedResult(Put("chat", 0), SubmitLimits{}), "ttl");
+  ExpectInvalid(ValidatePutCachedResult(Put("chat", -5), SubmitLimits{}), "ttl");
+  ExpectInvalid(ValidatePutCachedResult(Put("chat", 31 * 24 * 3600), SubmitLimits{}), "ttl");
+  v1::PutCachedResultRequest no_result = Put("chat", 60);
+  no_result.clear_result();
+  ExpectInvalid(ValidatePutCachedResult(no_result, SubmitLimits{}), "result is required");
+  SubmitLimits small;
+  small.max_input_bytes = 8;
+  ExpectInvalid(ValidatePutCachedResult(Put("chat", 60), small), "over the limit");
+}
+
 TEST(ValidateJobIdTest, AcceptsOnlyUuids) {
   EXPECT_TRUE(ValidateJobId(NewUuid()).ok());
   EXPECT_TRUE(ValidateJobId("0B6C5C3E-1F0A-4C1E-9D5E-6A4F3B2C1D0E").ok());

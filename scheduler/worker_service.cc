@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/cache_adverts.h"
 #include "scheduler/job_type_registry.h"
 #include "spdlog/spdlog.h"
 
@@ -187,6 +188,14 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
                               "hello must name at least one job type and a positive slots count"));
       return false;
     }
+    absl::Status adverts = ValidateCacheAdverts(hello.cache_adverts());
+    if (!adverts.ok()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("hello: ", adverts.message())));
+      return false;
+    }
+    // Before the welcome: a worker that saw its welcome can rely on its adverts applying.
+    if (deps_.cache_adverts != nullptr) deps_.cache_adverts->Update(hello.cache_adverts());
     std::vector<std::string> types(hello.job_types().begin(), hello.job_types().end());
     std::string worker_id = hello.worker_id().empty() ? context_->peer() : hello.worker_id();
     session_ = std::make_shared<StreamSession>(this, NewUuid(), worker_id, types, hello.slots());

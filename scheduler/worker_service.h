@@ -21,6 +21,7 @@
 
 namespace aijobs::scheduler {
 
+class CacheAdvertRegistry;
 class JobTypeRegistry;
 
 struct WorkerServiceDeps {
@@ -30,6 +31,8 @@ struct WorkerServiceDeps {
   AttemptFinisher* finisher;
   Executor* executor;
   JobTypeRegistry* types;
+  // Receives the response-cache adverts of every hello (may be null).
+  CacheAdvertRegistry* cache_adverts = nullptr;
   std::string replica_id;
   RetryPolicy retry;
   absl::Duration heartbeat_interval = absl::Seconds(5);

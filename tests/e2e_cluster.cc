@@ -140,7 +140,7 @@ std::string E2eTest::StartGateway(const std::vector<std::string>& extra_flags) {
     bool up = WaitFor(
         [&] {
           return !gateway_->IsRunning() ||
-                 HttpCall({.url = base + "/healthz", .timeout = absl::Seconds(1)}).status == 200;
+                 HttpCall("GET", base + "/healthz", "", {}, absl::Seconds(1)).status == 200;
         },
         absl::Seconds(15));
     if (up && gateway_->IsRunning()) return base;

@@ -1,5 +1,6 @@
 // aijobs-worker: connects to a scheduler and runs chat/embed jobs on the built-in sim
-// provider. Flag parsing and wiring only; the logic lives in the aijobs_worker library.
+// provider, or on the deployments and model groups of a --providers file. Flag parsing and
+// wiring only; the logic lives in the aijobs_worker and aijobs_routing libraries.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +26,9 @@
 #include "spdlog/spdlog.h"
 #include "workers/builtin_handlers.h"
 #include "workers/job_handler.h"
+#include "workers/routing/openai_factory.h"
+#include "workers/routing/providers_config.h"
+#include "workers/routing/routed_provider.h"
 #include "workers/sim_provider.h"
 #include "workers/worker_connection.h"
 
@@ -36,6 +42,9 @@ ABSL_FLAG(int, sim_ttft_ms, 150, "sim provider: time to first token");
 ABSL_FLAG(double, sim_tokens_per_s, 60, "sim provider: tokens per second (0 = no delay)");
 ABSL_FLAG(int, sim_tokens, 40, "sim provider: output length in tokens");
 ABSL_FLAG(double, sim_error_rate, 0, "sim provider: probability in [0,1] an attempt fails");
+ABSL_FLAG(std::string, providers, "",
+          "Provider config file (.textproto/.pbtxt text format or .json): deployments, model "
+          "groups, limits. Default: the built-in sim provider with the --sim_* settings");
 
 namespace {
 
@@ -99,9 +108,31 @@ int main(int argc, char** argv) {
     return 2;
   }
   w::SimProvider sim(sim_options);
+  w::LlmProvider* provider = &sim;
+  // With --providers, jobs are routed over the file's model groups; its sim deployments use
+  // the --sim_* settings as their defaults.
+  std::unique_ptr<w::RoutedProvider> routed;
+  std::optional<aijobs::v1::ProvidersConfig> providers_config;
+  if (const std::string path = absl::GetFlag(FLAGS_providers); !path.empty()) {
+    absl::StatusOr<aijobs::v1::ProvidersConfig> config = w::LoadProvidersConfig(path);
+    if (!config.ok()) {
+      spdlog::error("--providers: {}", std::string(config.status().message()));
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<w::RoutedProvider>> created =
+        w::RoutedProvider::Create(*config, w::StandardDeploymentFactory(sim_options));
+    if (!created.ok()) {
+      spdlog::error("--providers: {}: {}", path, std::string(created.status().message()));
+      return 2;
+    }
+    routed = std::move(*created);
+    provider = routed.get();
+    providers_config = std::move(*config);
+    spdlog::info("providers from {}: models {}", path, absl::StrJoin(routed->models(), ","));
+  }
 
   w::HandlerRegistry registry;
-  w::RegisterBuiltinHandlers(&registry, &sim);
+  w::RegisterBuiltinHandlers(&registry, provider);
   for (absl::string_view t :
        absl::StrSplit(absl::GetFlag(FLAGS_job_types), ',', absl::SkipWhitespace())) {
     std::string type(t.data(), t.size());
@@ -115,6 +146,9 @@ int main(int argc, char** argv) {
   if (options.job_types.empty()) {
     spdlog::error("--job_types must name at least one job type");
     return 2;
+  }
+  if (providers_config) {
+    options.cache_adverts = w::CacheAdverts(*providers_config, options.job_types);
   }
 
   w::WorkerConnection connection(options, &registry);

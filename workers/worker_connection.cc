@@ -165,6 +165,7 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
     for (const std::string& t : options_.job_types) hello->add_job_types(t);
     hello->set_slots(options_.slots);
     hello->set_version(options_.version);
+    for (const auto& advert : options_.cache_adverts) *hello->add_cache_adverts() = advert;
     has_pending_ = true;
   }
   spdlog::info("connecting to scheduler {} as {}", options_.scheduler, options_.worker_id);

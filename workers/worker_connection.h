@@ -44,6 +44,8 @@ struct WorkerConnectionOptions {
   absl::Duration heartbeat_interval = absl::Seconds(10);
   // After a drain half-closes the stream, how long to wait for the scheduler to end it.
   absl::Duration close_grace = absl::Seconds(5);
+  // Response-cache opt-ins sent in hello (see CacheAdverts in workers/routing/).
+  std::vector<aijobs::v1::CacheAdvert> cache_adverts;
 };
 
 class WorkerConnection {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,17 @@ class FakeJobStore : public JobStore {
   }
   absl::StatusOr<int> DeleteFinishedBefore(absl::Time, int) override {
     return absl::UnimplementedError("DeleteFinishedBefore");
+  }
+  absl::StatusOr<std::optional<SubmitOutcome>> InsertFromCache(const NewJob&) override {
+    return absl::UnimplementedError("InsertFromCache");
+  }
+  absl::StatusOr<absl::Time> PutCachedResult(const std::string&, const std::string&,
+                                             const std::string&, const google::protobuf::Struct&,
+                                             absl::Duration) override {
+    return absl::UnimplementedError("PutCachedResult");
+  }
+  absl::StatusOr<int> DeleteExpiredCacheEntries(int) override {
+    return absl::UnimplementedError("DeleteExpiredCacheEntries");
   }
   absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
     return absl::UnimplementedError("RegisterJobTypes");
