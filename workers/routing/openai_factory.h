@@ -18,7 +18,8 @@
 namespace aijobs::worker {
 
 // Creates the OpenAI-compatible provider of one "openai" deployment, reporting response
-// rate-limit headers to `observer`. UNIMPLEMENTED until workers/openai is wired in here.
+// rate-limit headers to `observer`. Every such provider shares the process's one CurlLoop.
+// INVALID_ARGUMENT naming the field for a bad deployment (e.g. an unset api_key_env).
 absl::StatusOr<std::unique_ptr<LlmProvider>> MakeOpenAiDeployment(
     const aijobs::v1::Deployment& deployment, RateLimitObserver* observer);
 

@@ -556,15 +556,22 @@ TEST(RoutedProviderTest, CancelFromInsideACallbackEndsTheCall) {
 TEST(RoutedProviderTest, FactoryErrorNamesTheDeployment) {
   auto p = RoutedProvider::Create(
       Config(R"pb(deployments { name: "s" provider: "sim" }
-                  deployments { name: "o" provider: "openai" base_url: "http://x/v1" model: "m" }
+                  deployments {
+                    name: "o"
+                    provider: "openai"
+                    base_url: "http://x/v1"
+                    model: "m"
+                    api_key_env: "AIJOBS_TEST_KEY_THAT_IS_NEVER_SET"
+                  }
                   model_groups {
                     name: "g"
                     members { deployment: "s" }
                   })pb"),
       StandardDeploymentFactory(SimOptions{}));
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("deployments[1] (\"o\""));
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("AIJOBS_TEST_KEY_THAT_IS_NEVER_SET"));
 }
 
 TEST(RoutedProviderTest, SimDeploymentsServeThroughTheStandardFactory) {
