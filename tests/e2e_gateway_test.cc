@@ -5,7 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "aijobs/v1/job.pb.h"
@@ -276,6 +279,36 @@ TEST_F(GatewayTest, StreamsAreNewlineDelimitedJsonWithoutTheSseAcceptHeader) {
       HttpCall("GET", base_ + "/v1/jobs/7d0b3c1e-1b7e-4d8e-9a51-0c8a3a8f2a11/events", "",
                {{"Accept", "text/event-stream"}});
   EXPECT_EQ(missing.status, 404);
+}
+
+TEST_F(GatewayTest, AStreamThatFailsMidwayEndsWithAnErrorLine) {
+  ASSERT_NO_FATAL_FAILURE(Up());
+  Job job = SubmitOverHttp(ChatBody("long", R"({"tokens": 2000, "tokens_per_s": 20})"));
+  WaitOverHttp(job.id(), v1::RUNNING);
+  absl::Notification got_result;
+  HttpResult r;
+  std::thread reader([&] {
+    HttpRequestSpec spec;
+    spec.url = base_ + "/v1/jobs/" + job.id() + "/events";
+    spec.timeout = absl::Seconds(20);
+    spec.stop_when = [&](const std::string& body) {
+      if (!got_result.HasBeenNotified() && body.find("{\"result\"") != std::string::npos) {
+        got_result.Notify();
+      }
+      return false;
+    };
+    r = HttpCall(spec);
+  });
+  ASSERT_TRUE(got_result.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  scheduler()->Kill();  // The upstream call breaks while the HTTP stream is open.
+  reader.join();
+  EXPECT_EQ(r.status, 200);
+  std::vector<std::string> lines = absl::StrSplit(r.body, '\n', absl::SkipEmpty());
+  ASSERT_GE(lines.size(), 2u) << r.body;
+  auto last = JsonObject(lines.back());
+  ASSERT_TRUE(last.fields().contains("error")) << lines.back();
+  EXPECT_EQ(last.fields().at("error").struct_value().fields().at("code").number_value(),
+            static_cast<double>(grpc::StatusCode::UNAVAILABLE));
 }
 
 TEST_F(GatewayTest, ClientDisconnectCancelsTheUpstreamStream) {
