@@ -1,5 +1,6 @@
 // aijobs-gateway: flag parsing and wiring only; see gateway.h and http_server.h.
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "gateway/gateway.h"
@@ -56,6 +58,18 @@ bool ApplyEnvironment() {
   return true;
 }
 
+// Every open connection and event stream is a file descriptor: thousands of SSE clients need
+// more than the usual soft limit of 1024, so take the hard limit the system allows.
+void RaiseFileLimit() {
+  rlimit r;
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  rlim_t old = r.rlim_cur;
+  r.rlim_cur = r.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) {
+    spdlog::warn("cannot raise the open-file limit from {}", static_cast<uint64_t>(old));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -64,6 +78,12 @@ int main(int argc, char** argv) {
   if (!ApplyEnvironment()) return 2;
   absl::ParseCommandLine(argc, argv);
   aijobs::InitLogging("aijobs-gateway");
+  RaiseFileLimit();
+  // Debian's Abseil runs every Mutex through its deadlock-cycle detector (a global graph
+  // behind a global lock); gRPC's own locks are absl Mutexes too, so on the request path
+  // it showed in the profile (GraphCycles::GetId and friends). The locks here are leaves;
+  // the clang thread-safety build checks their use at compile time.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   namespace gw = aijobs::gateway;
 
   std::string listen = absl::GetFlag(FLAGS_listen);

@@ -272,9 +272,10 @@ void WatchStream::ReadDatabase(bool first) {
     absl::MutexLock lock(&mu_);
     if (!page.ok()) {
       reading_ = false;
+      // The call may have finished meanwhile (the client cancelled): FinishLocked finishes it
+      // at most once.
       if (first || page.status().code() == absl::StatusCode::kNotFound) {
-        finished_ = true;
-        Finish(ToGrpcStatus(page.status()));
+        FinishLocked(ToGrpcStatus(page.status()));
       }
       return;
     }

@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "aijobs/client.h"
+#include "bench/http_client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace aijobs::load {
@@ -44,10 +45,250 @@ void SleepUntil(absl::Time until, F stop) {
   }
 }
 
+// How users submit and follow jobs, and how the probes reach the deployment: the client SDK
+// over gRPC, or REST/JSON + Server-Sent Events through the HTTP gateway.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) = 0;
+  // Follows the job's events after *after_seq (advanced as events arrive) for at most
+  // `slice`. Returns the final job when the stream delivered it; a job in a non-terminal
+  // state when the stream ended without one; DEADLINE_EXCEEDED when the slice ran out.
+  virtual absl::StatusOr<v1::Job> Watch(const std::string& job_id, int64_t* after_seq,
+                                        absl::Duration slice) = 0;
+  virtual absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& req) = 0;
+  // One health check (grpc.health.v1, or GET /healthz): OK when serving.
+  virtual absl::Status Health() = 0;
+};
+
+class GrpcTransport final : public Transport {
+ public:
+  explicit GrpcTransport(const std::string& target) : client_(target, Options()) {
+    health_ = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  }
+  absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) override {
+    return client_.Submit(req);
+  }
+  absl::StatusOr<v1::Job> Watch(const std::string& job_id, int64_t* after_seq,
+                                absl::Duration slice) override {
+    WatchOptions opts;
+    opts.deadline = slice;
+    return client_.Watch(
+        job_id, *after_seq,
+        [after_seq](const v1::JobEvent& e) {
+          *after_seq = e.seq();
+          return true;
+        },
+        opts);
+  }
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& req) override {
+    return client_.List(req);
+  }
+  absl::Status Health() override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s = health_->Check(&ctx, req, &resp);
+    if (!s.ok()) return absl::UnavailableError(s.error_message());
+    if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::UnavailableError("not serving");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  static ClientOptions Options() {
+    ClientOptions opts;
+    opts.default_deadline = absl::Seconds(5);
+    return opts;
+  }
+  aijobs::Client client_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// Percent-encodes a query parameter value.
+std::string QueryEscape(absl::string_view v) {
+  std::string out;
+  for (unsigned char ch : v) {
+    if (absl::ascii_isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      absl::StrAppendFormat(&out, "%%%02X", ch);
+    }
+  }
+  return out;
+}
+
+// The gRPC status an HTTP error response carries: the gateway's body is a google.rpc.Status
+// as JSON ({"code": N, "message": ...}); anything else maps to UNKNOWN with the HTTP status.
+absl::Status HttpError(int http_status, const std::string& body) {
+  Struct err;
+  google::protobuf::util::JsonParseOptions po;
+  po.ignore_unknown_fields = true;
+  if (google::protobuf::util::JsonStringToMessage(body, &err, po).ok()) {
+    auto code = err.fields().find("code");
+    auto msg = err.fields().find("message");
+    if (code != err.fields().end() && code->second.has_number_value() &&
+        code->second.number_value() > 0 && code->second.number_value() <= 16) {
+      return absl::Status(static_cast<absl::StatusCode>(code->second.number_value()),
+                          msg != err.fields().end() ? msg->second.string_value() : "");
+    }
+  }
+  return absl::UnknownError(absl::StrCat("HTTP ", http_status, ": ", body.substr(0, 200)));
+}
+
+template <typename M>
+absl::Status ParseJson(const std::string& json, M* message) {
+  google::protobuf::util::JsonParseOptions po;
+  po.ignore_unknown_fields = true;
+  auto s = google::protobuf::util::JsonStringToMessage(json, message, po);
+  return s.ok() ? absl::OkStatus()
+                : absl::InternalError(absl::StrCat("bad JSON from the gateway: ", s.ToString()));
+}
+
+// Through the gateway: POST /v1/jobs, GET /v1/jobs/{id}/events as SSE (resumed with
+// Last-Event-ID), GET /v1/jobs?state=..., GET /healthz. Unary calls reuse keep-alive
+// connections from a pool; each event stream has its own connection (SSE ends with it).
+class HttpTransport final : public Transport {
+ public:
+  explicit HttpTransport(const std::string& host_port) {
+    size_t colon = host_port.rfind(':');
+    host_ = host_port.substr(0, colon);
+    port_ = std::stoi(host_port.substr(colon + 1));
+    host_header_ = host_port;
+  }
+
+  absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) override {
+    std::string body;
+    auto js = google::protobuf::util::MessageToJsonString(req, &body);
+    if (!js.ok()) return absl::InternalError(js.ToString());
+    absl::StatusOr<bench::HttpResponse> r = Call(bench::HttpRequestText(
+        "POST", "/v1/jobs", host_header_, {{"Content-Type", "application/json"}}, body));
+    if (!r.ok()) return r.status();
+    if (r->status / 100 != 2) return HttpError(r->status, r->body);
+    v1::Job job;
+    if (absl::Status s = ParseJson(r->body, &job); !s.ok()) return s;
+    return job;
+  }
+
+  absl::StatusOr<v1::Job> Watch(const std::string& job_id, int64_t* after_seq,
+                                absl::Duration slice) override {
+    absl::Time deadline = absl::Now() + slice;
+    auto conn = bench::HttpConnection::Connect(host_, port_, slice);
+    if (!conn.ok()) return conn.status();
+    std::vector<std::pair<std::string, std::string>> headers = {{"Accept", "text/event-stream"}};
+    if (*after_seq > 0) headers.emplace_back("Last-Event-ID", absl::StrCat(*after_seq));
+    const std::string request = bench::HttpRequestText(
+        "GET", absl::StrCat("/v1/jobs/", QueryEscape(job_id), "/events"), host_header_, headers);
+    int status = 0;
+    std::string error_body;
+    bench::SseParser sse;
+    absl::Status event_error;
+    v1::Job final_job;
+    bool got_final = false;
+    absl::Status s = (*conn)->Stream(
+        request, [&](int st) { status = st; return true; },
+        [&](absl::string_view piece) {
+          if (status != 200) {
+            error_body.append(piece.data(), piece.size());
+            return true;
+          }
+          return sse.Feed(piece, [&](const bench::SseEvent& ev) {
+            if (ev.event == "error") {
+              event_error = HttpError(500, ev.data);
+              return false;
+            }
+            v1::JobEvent e;
+            if (absl::Status ps = ParseJson(ev.data, &e); !ps.ok()) {
+              event_error = ps;
+              return false;
+            }
+            *after_seq = std::max(*after_seq, e.seq());
+            if (e.has_final_job()) {
+              final_job = e.final_job();
+              got_final = true;
+              return false;  // the stream ends right after; no need to wait for it
+            }
+            return true;
+          });
+        },
+        deadline);
+    if (got_final) return final_job;
+    if (!event_error.ok()) return event_error;
+    if (status != 0 && status != 200) return HttpError(status, error_body);
+    if (!s.ok()) return s;
+    v1::Job unfinished;
+    unfinished.set_id(job_id);
+    return unfinished;
+  }
+
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& req) override {
+    std::string target = absl::StrCat("/v1/jobs?page_size=", req.page_size());
+    if (req.state() != v1::JOB_STATE_UNSPECIFIED) {
+      absl::StrAppend(&target, "&state=", v1::JobState_Name(req.state()));
+    }
+    if (!req.page_token().empty()) {
+      absl::StrAppend(&target, "&page_token=", QueryEscape(req.page_token()));
+    }
+    absl::StatusOr<bench::HttpResponse> r =
+        Call(bench::HttpRequestText("GET", target, host_header_));
+    if (!r.ok()) return r.status();
+    if (r->status != 200) return HttpError(r->status, r->body);
+    v1::ListJobsResponse resp;
+    if (absl::Status s = ParseJson(r->body, &resp); !s.ok()) return s;
+    return resp;
+  }
+
+  absl::Status Health() override {
+    absl::StatusOr<bench::HttpResponse> r =
+        Call(bench::HttpRequestText("GET", "/healthz", host_header_));
+    if (!r.ok()) return r.status();
+    return r->status == 200 ? absl::OkStatus() : HttpError(r->status, r->body);
+  }
+
+ private:
+  // One request on a pooled keep-alive connection; a broken pooled connection (closed by the
+  // gateway's idle timeout) is retried once on a fresh one.
+  absl::StatusOr<bench::HttpResponse> Call(const std::string& request) {
+    for (int attempt = 0;; ++attempt) {
+      std::unique_ptr<bench::HttpConnection> conn;
+      bool pooled = false;
+      {
+        absl::MutexLock l(&mu_);
+        if (!idle_.empty()) {
+          conn = std::move(idle_.back());
+          idle_.pop_back();
+          pooled = true;
+        }
+      }
+      if (conn == nullptr) {
+        auto c = bench::HttpConnection::Connect(host_, port_, absl::Seconds(5));
+        if (!c.ok()) return c.status();
+        conn = std::move(*c);
+      }
+      absl::StatusOr<bench::HttpResponse> r = conn->RoundTrip(request, absl::Seconds(5));
+      if (!r.ok() && pooled && attempt == 0 && absl::IsUnavailable(r.status())) continue;
+      if (conn->open()) {
+        absl::MutexLock l(&mu_);
+        idle_.push_back(std::move(conn));
+      }
+      return r;
+    }
+  }
+
+  std::string host_;
+  int port_ = 0;
+  std::string host_header_;
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<bench::HttpConnection>> idle_ ABSL_GUARDED_BY(mu_);
+};
+
 // Everything the user threads, the probes and the monitor share during a run.
 class Run {
  public:
-  Run(const LoadConfig& config, aijobs::Client* client) : cfg_(config), client_(client) {
+  Run(const LoadConfig& config, Transport* transport) : cfg_(config), transport_(transport) {
     if (!cfg_.sim_json.empty()) {
       // Validated by ValidateConfig.
       (void)google::protobuf::util::JsonStringToMessage(cfg_.sim_json, &sim_);
@@ -159,7 +400,7 @@ class Run {
   void OneJob() {
     v1::SubmitJobRequest req = NextRequest();
     absl::Time t0 = absl::Now();
-    absl::StatusOr<v1::Job> job = client_->Submit(req);
+    absl::StatusOr<v1::Job> job = transport_->Submit(req);
     double submit_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
     if (!job.ok()) {
       submit_errors_.fetch_add(1);
@@ -183,15 +424,7 @@ class Run {
         RecordFailure("DRAIN_TIMEOUT");
         return;
       }
-      WatchOptions opts;
-      opts.deadline = slice;
-      absl::StatusOr<v1::Job> end = client_->Watch(
-          job->id(), after_seq,
-          [&](const v1::JobEvent& e) {
-            after_seq = e.seq();
-            return true;
-          },
-          opts);
+      absl::StatusOr<v1::Job> end = transport_->Watch(job->id(), &after_seq, slice);
       if (!end.ok()) {
         if (end.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
         RecordFailure("WATCH_" + GrpcCodeName(end.status().code()));
@@ -223,7 +456,7 @@ class Run {
   }
 
   LoadConfig cfg_;
-  aijobs::Client* client_;
+  Transport* transport_;
   Struct sim_;
   bool has_sim_ = false;
   absl::Time start_;
@@ -245,20 +478,14 @@ class Run {
   std::deque<std::pair<absl::Time, double>> window_ ABSL_GUARDED_BY(rmu_);
 };
 
-// grpc.health.v1 Check every `interval` on its own channel until stopped.
-void HealthLoop(const std::string& target, absl::Duration interval, absl::Notification* stop,
+// One health check every `interval` (on the probe's own channel or connection) until stopped.
+void HealthLoop(Transport* transport, absl::Duration interval, absl::Notification* stop,
                 LoadResult* r) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   do {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-    grpc::health::v1::HealthCheckRequest req;
-    grpc::health::v1::HealthCheckResponse resp;
     absl::Time t0 = absl::Now();
-    grpc::Status s = stub->Check(&ctx, req, &resp);
+    absl::Status s = transport->Health();
     double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
-    if (s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+    if (s.ok()) {
       r->health_ms.push_back(ms);
     } else {
       ++r->health_failures;
@@ -267,7 +494,7 @@ void HealthLoop(const std::string& target, absl::Duration interval, absl::Notifi
 }
 
 // Counts QUEUED jobs (pages of 1000, up to kQueueDepthCap) every `interval` until stopped.
-void QueueLoop(aijobs::Client* client, absl::Time start, absl::Duration interval,
+void QueueLoop(Transport* client, absl::Time start, absl::Duration interval,
                absl::Notification* stop, LoadResult* r) {
   do {
     QueueSample sample;
@@ -365,23 +592,27 @@ absl::StatusOr<LoadConfig> ScenarioConfig(const std::string& name) {
 absl::StatusOr<std::string> ParseTarget(const std::string& target) {
   std::string t = target;
   std::string lower = absl::AsciiStrToLower(t);
-  if (absl::StartsWith(lower, "http://") || absl::StartsWith(lower, "https://")) {
+  if (absl::StartsWith(lower, "https://")) {
     return absl::InvalidArgumentError(absl::StrCat(
         "target '", target,
-        "': the HTTP gateway transport is not implemented yet (it comes with the gateway "
-        "issue); use grpc://HOST:PORT or HOST:PORT"));
+        "': https is not supported (aijobs-load speaks plain HTTP to a gateway; use "
+        "http://HOST:PORT)"));
   }
-  if (absl::StartsWith(lower, "grpc://")) {
+  if (absl::StartsWith(lower, "http://")) {
+    t = t.substr(7);
+  } else if (absl::StartsWith(lower, "grpc://")) {
     t = t.substr(7);
   } else if (t.find("://") != std::string::npos) {
     return absl::InvalidArgumentError(
-        absl::StrCat("target '", target, "': unsupported scheme (use grpc://HOST:PORT)"));
+        absl::StrCat("target '", target,
+                     "': unsupported scheme (use grpc://HOST:PORT or http://HOST:PORT)"));
   }
   if (!t.empty() && t.back() == '/') t.pop_back();
   size_t colon = t.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == t.size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("target '", target, "': expected HOST:PORT or grpc://HOST:PORT"));
+        absl::StrCat("target '", target,
+                     "': expected HOST:PORT, grpc://HOST:PORT or http://HOST:PORT"));
   }
   std::string host = t.substr(0, colon);
   if (host.find(':') != std::string::npos && host.front() != '[') {
@@ -393,6 +624,10 @@ absl::StatusOr<std::string> ParseTarget(const std::string& target) {
     return absl::InvalidArgumentError(absl::StrCat("target '", target, "': bad port"));
   }
   return t;
+}
+
+bool IsHttpTarget(const std::string& target) {
+  return absl::StartsWith(absl::AsciiStrToLower(target), "http://");
 }
 
 bool IsLoopbackTarget(const std::string& host_port) {
@@ -480,15 +715,20 @@ absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<b
   absl::StatusOr<std::string> target = ParseTarget(config.target);
   if (!target.ok()) return target.status();
 
-  ClientOptions opts;
-  opts.default_deadline = absl::Seconds(5);
-  aijobs::Client client(*target, opts);
+  const bool http = IsHttpTarget(config.target);
+  // Users, the queue probe and the health probe each get their own transport (connections).
+  auto make = [&]() -> std::unique_ptr<Transport> {
+    if (http) return std::make_unique<HttpTransport>(*target);
+    return std::make_unique<GrpcTransport>(*target);
+  };
+  std::unique_ptr<Transport> client = make(), health_transport = make(),
+                             queue_transport = make();
   {
     // Reachability check before any thread starts: an unreachable target is an error, not
     // a run with 100% failures.
     v1::ListJobsRequest probe;
     probe.set_page_size(1);
-    absl::StatusOr<v1::ListJobsResponse> r = client.List(probe);
+    absl::StatusOr<v1::ListJobsResponse> r = client->List(probe);
     if (!r.ok()) {
       return absl::Status(r.status().code(),
                           absl::StrCat("target ", *target, " unreachable: ", r.status().message()));
@@ -496,13 +736,14 @@ absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<b
   }
 
   LoadResult result;
-  Run run(config, &client);
+  Run run(config, client.get());
   run.Start();
 
   LoadResult health, queue;
   absl::Notification stop_probes;
-  std::thread health_thread(HealthLoop, *target, config.health_interval, &stop_probes, &health);
-  std::thread queue_thread(QueueLoop, &client, run.start(), config.queue_interval, &stop_probes,
+  std::thread health_thread(HealthLoop, health_transport.get(), config.health_interval,
+                            &stop_probes, &health);
+  std::thread queue_thread(QueueLoop, queue_transport.get(), run.start(), config.queue_interval, &stop_probes,
                            &queue);
 
   std::vector<std::thread> users;
@@ -550,6 +791,7 @@ std::string ReportJson(const LoadResult& r) {
   const LoadConfig& c = r.config;
   f["scenario"] = Str(c.scenario);
   f["target"] = Str(c.target);
+  f["transport"] = Str(IsHttpTarget(c.target) ? "http" : "grpc");
   {
     Value p;
     auto& pf = *p.mutable_struct_value()->mutable_fields();
@@ -617,6 +859,9 @@ std::string ReportMarkdown(const LoadResult& r) {
   absl::StrAppend(&md, "# aijobs-load report\n\n");
   absl::StrAppend(&md, "## Scenario\n\n| parameter | value |\n|---|---|\n");
   absl::StrAppend(&md, "| scenario | ", c.scenario, " |\n| target | `", c.target, "` |\n");
+  absl::StrAppend(&md, "| transport | ",
+                  IsHttpTarget(c.target) ? "HTTP/JSON + SSE through the gateway" : "gRPC",
+                  " |\n");
   absl::StrAppend(&md, "| users | ", c.users, " |\n");
   absl::StrAppend(&md, "| rate | ",
                   c.rate > 0 ? absl::StrCat(c.rate, " jobs/s") : std::string("closed loop"),
@@ -645,7 +890,9 @@ std::string ReportMarkdown(const LoadResult& r) {
   row("submit", Summarize(r.submit_ms));
   row("end-to-end", Summarize(r.e2e_ms));
   row("health check", Summarize(r.health_ms));
-  absl::StrAppend(&md, "\nHealth checks (grpc.health.v1 every ", DurationText(c.health_interval),
+  absl::StrAppend(&md, "\nHealth checks (",
+                  IsHttpTarget(c.target) ? "GET /healthz" : "grpc.health.v1", " every ",
+                  DurationText(c.health_interval),
                   "): ", r.health_ms.size(), " ok, ", r.health_failures, " failed.\n\n");
 
   absl::StrAppend(&md, "## Errors by code\n\n");

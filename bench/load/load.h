@@ -1,5 +1,6 @@
-// aijobs-load: drives a running aijobs deployment over gRPC with simulated users (threads that
-// submit a chat job and watch it to the end, in a loop) and writes a JSON and a Markdown
+// aijobs-load: drives a running aijobs deployment with simulated users (threads that submit a
+// chat job and watch it to the end, in a loop) over gRPC, or over HTTP through the gateway
+// (POST /v1/jobs, then the job's Server-Sent Events), and writes a JSON and a Markdown
 // report (throughput, latency percentiles, success rate, errors, health latency, queue depth).
 //
 //   absl::StatusOr<aijobs::load::LoadConfig> cfg = aijobs::load::ScenarioConfig("quick");
@@ -27,7 +28,8 @@ inline constexpr int kQueueDepthCap = 10000;
 
 struct LoadConfig {
   std::string scenario = "custom";
-  // gRPC target as given by the user and the "host:port" actually dialled.
+  // Target as given by the user: gRPC ("host:port", "grpc://host:port") or the HTTP gateway
+  // ("http://host:port").
   std::string target = "127.0.0.1:50051";
   int users = 10;
   // Submits per second over all users; 0 = closed loop (each user submits as soon as its
@@ -56,9 +58,11 @@ struct LoadConfig {
 absl::StatusOr<LoadConfig> ScenarioConfig(const std::string& name);
 
 // Normalises a --target value to "host:port": accepts "host:port", "grpc://host:port",
-// "[::1]:port". INVALID_ARGUMENT for http(s):// (no gateway transport yet) and malformed
-// targets.
+// "http://host:port" (the gateway), "[::1]:port". INVALID_ARGUMENT for https:// (no TLS in
+// this client), other schemes and malformed targets.
 absl::StatusOr<std::string> ParseTarget(const std::string& target);
+// True for an http:// target: users go through the HTTP gateway instead of gRPC.
+bool IsHttpTarget(const std::string& target);
 // True for localhost, 127.0.0.0/8 and ::1 (host of a "host:port" from ParseTarget).
 bool IsLoopbackTarget(const std::string& host_port);
 
@@ -106,7 +110,7 @@ double Throughput(const LoadResult& r);   // succeeded jobs per second of elapse
 double SuccessRate(const LoadResult& r);  // succeeded / (succeeded + failed); 0 with no jobs
 
 // Runs the load. Returns UNAVAILABLE (or the RPC's error) when the target does not answer a
-// first ListJobs call; otherwise a result, also when jobs failed. `interrupt` (optional) is
+// first ListJobs call (GET /v1/jobs over HTTP); otherwise a result, also when jobs failed. `interrupt` (optional) is
 // polled: once true, users stop submitting and the run drains and ends.
 absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<bool>* interrupt);
 

@@ -38,9 +38,13 @@ TEST(TargetTest, ParsesGrpcAndPlain) {
   EXPECT_FALSE(ParseTarget("localhost").ok());
   EXPECT_FALSE(ParseTarget("localhost:0").ok());
   EXPECT_FALSE(ParseTarget("ftp://x:1").ok());
-  absl::StatusOr<std::string> http = ParseTarget("http://127.0.0.1:8080");
-  ASSERT_FALSE(http.ok());
-  EXPECT_THAT(std::string(http.status().message()), HasSubstr("gateway"));
+  EXPECT_EQ(*ParseTarget("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+  EXPECT_TRUE(IsHttpTarget("HTTP://127.0.0.1:8080"));
+  EXPECT_FALSE(IsHttpTarget("grpc://127.0.0.1:8080"));
+  EXPECT_FALSE(IsHttpTarget("127.0.0.1:8080"));
+  absl::StatusOr<std::string> https = ParseTarget("https://127.0.0.1:8443");
+  ASSERT_FALSE(https.ok());
+  EXPECT_THAT(std::string(https.status().message()), HasSubstr("http://"));
 }
 
 TEST(TargetTest, Loopback) {

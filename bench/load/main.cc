@@ -1,6 +1,7 @@
 // aijobs-load: command-line flags only; the load logic lives in load.cc.
 //
 //   aijobs-load --scenario quick --target 127.0.0.1:50051
+//   aijobs-load --scenario quick --target http://127.0.0.1:8080     (through the gateway)
 //   aijobs-load --users 3 --duration 3s --sim '{"ttft_ms":0,"tokens":2}'
 //   aijobs-load --scenario soak --duration 2h --rate 50 --report-json soak.json
 #include <signal.h>
@@ -33,8 +34,9 @@ constexpr char kUsage[] =
     "  scenarios: quick (10 users, 30s), medium (50 users, 120s),\n"
     "             spike (0->500 users over 5s, then --duration, default 30s),\n"
     "             soak (needs --duration), custom (default; --users/--rate/--duration)\n"
-    "  --target   grpc://HOST:PORT or HOST:PORT (default 127.0.0.1:50051); loopback only\n"
-    "             unless --allow-remote. http:// comes with the HTTP gateway.\n"
+    "  --target   grpc://HOST:PORT or HOST:PORT (default 127.0.0.1:50051), or\n"
+    "             http://HOST:PORT for the gateway (POST /v1/jobs + SSE events, /healthz);\n"
+    "             loopback only unless --allow-remote\n"
     "  --rate     submits/s cap over all users; 0 = closed loop (default)\n"
     "  durations: 3s, 2m, 1h30m or plain seconds\n"
     "exit status: 0 run completed (even with failed jobs), 1 target unreachable, 2 usage\n";

@@ -122,6 +122,7 @@ void ValidateDeployment(const aijobs::v1::Deployment& d, const std::string& p, P
   }
   out->NonNegative(p + ".rate_limit.requests_per_minute", d.rate_limit().requests_per_minute());
   out->NonNegative(p + ".rate_limit.tokens_per_minute", d.rate_limit().tokens_per_minute());
+  out->NonNegative(p + ".rate_limit.burst", d.rate_limit().burst());
   const auto& b = d.breaker();
   if (!std::isfinite(b.failure_rate()) || b.failure_rate() < 0 || b.failure_rate() > 1) {
     out->Add(p + ".breaker.failure_rate",

@@ -162,7 +162,10 @@ TEST(ProvidersConfigTest, ReportsEveryProblemWithItsPath) {
     deployments {
       name: "c"
       provider: "sim"
-      rate_limit { requests_per_minute: -1 }
+      rate_limit {
+        requests_per_minute: -1
+        burst { seconds: -1 }
+      }
       timeouts { idle { seconds: -3 } }
       breaker { failure_rate: 1.5 min_requests: -2 }
       retry { max_retries: -1 }
@@ -180,6 +183,7 @@ TEST(ProvidersConfigTest, ReportsEveryProblemWithItsPath) {
   EXPECT_THAT(e, HasSubstr("deployments[1].base_url: must be set"));
   EXPECT_THAT(e, HasSubstr("deployments[1].model: must be set"));
   EXPECT_THAT(e, HasSubstr("deployments[2].rate_limit.requests_per_minute: must be a number >= 0"));
+  EXPECT_THAT(e, HasSubstr("deployments[2].rate_limit.burst: must not be negative"));
   EXPECT_THAT(e, HasSubstr("deployments[2].timeouts.idle: must not be negative"));
   EXPECT_THAT(e, HasSubstr("deployments[2].breaker.failure_rate: must be within (0, 1]"));
   EXPECT_THAT(e, HasSubstr("deployments[2].breaker.min_requests: must be >= 0"));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/time_util.h"
 #include "workers/routing/providers_config.h"
 
 namespace aijobs::worker {
@@ -15,7 +16,10 @@ struct RoutedProvider::Deployment : public RateLimitObserver {
   Deployment(const aijobs::v1::Deployment& c, const RoutedProviderOptions& options)
       : config(c), breaker(BreakerOptionsFrom(c.breaker()), options.clock) {
     // Seconds / 60 rather than ToDoubleMinutes: 3000/min x 0.2 s comes out as exactly 10.
-    double burst_minutes = absl::ToDoubleSeconds(options.rate_burst) / 60;
+    // The deployment's own burst wins over the process-wide default.
+    absl::Duration burst = FromProtoDuration(c.rate_limit().burst());
+    if (burst <= absl::ZeroDuration()) burst = options.rate_burst;
+    double burst_minutes = absl::ToDoubleSeconds(burst) / 60;
     if (c.rate_limit().requests_per_minute() > 0) {
       double rpm = c.rate_limit().requests_per_minute();
       requests =

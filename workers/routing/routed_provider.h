@@ -53,7 +53,8 @@ struct RoutedProviderOptions {
   // Clock of the breakers and token buckets (tests inject one).
   Clock clock = RealClock();
   // Bucket capacity = rate x rate_burst: how many requests (tokens) may go at once after an
-  // idle spell. Default: one minute's worth, the provider's own per-minute window.
+  // idle spell. Default: one minute's worth, the provider's own per-minute window. A
+  // deployment's rate_limit.burst, when set, replaces it for that deployment.
   absl::Duration rate_burst = absl::Minutes(1);
   // The completion length assumed for the tokens/min estimate when a request sets no
   // max_tokens; the estimate is corrected with the reported usage when the call ends.

@@ -365,6 +365,35 @@ TEST(RoutedProviderTest, WaitPastTheDeadlineFailsAtOnceAsRateLimited) {
   EXPECT_EQ(f.fakes.at("a")->calls(), 1);
 }
 
+// rate_limit.burst sizes a deployment's buckets (rate x burst), replacing the process-wide
+// RoutedProviderOptions::rate_burst; without it the buckets hold that default.
+TEST(RoutedProviderTest, ConfiguredBurstSizesTheBuckets) {
+  Fixture f(R"pb(
+    deployments {
+      name: "a"
+      provider: "sim"
+      rate_limit {
+        requests_per_minute: 1200
+        tokens_per_minute: 60000
+        burst { nanos: 500000000 }
+      }
+    }
+    deployments {
+      name: "b"
+      provider: "sim"
+      rate_limit { requests_per_minute: 1200 }
+    }
+    model_groups {
+      name: "g"
+      members { deployment: "a" }
+      members { deployment: "b" }
+    })pb");
+  ASSERT_NE(f.provider->request_bucket("a"), nullptr);
+  EXPECT_DOUBLE_EQ(f.provider->request_bucket("a")->capacity(), 10);    // 20/s x 0.5 s
+  EXPECT_DOUBLE_EQ(f.provider->token_bucket("a")->capacity(), 500);     // 1000/s x 0.5 s
+  EXPECT_DOUBLE_EQ(f.provider->request_bucket("b")->capacity(), 1200);  // one minute's worth
+}
+
 // 200 concurrent calls against one deployment limited to 3000/min (50/s) with a burst of 10:
 // the start times the provider saw never exceed burst + rate x elapsed.
 TEST(RoutedProviderTest, RequestRateHoldsAcross200ConcurrentCalls) {
