@@ -123,6 +123,29 @@ TEST_F(GatewayTest, CancelAndRetryThroughCustomVerbs) {
   EXPECT_EQ(FromJson<Job>(again.body).state(), v1::QUEUED);
 }
 
+TEST_F(GatewayTest, PreComposedAnswerIsServedAtSubmitWith200) {
+  ASSERT_NO_FATAL_FAILURE(Up());
+  const std::string input = R"({"messages":[{"role":"user","content":"opening hours?"}]})";
+  HttpResult put = Call("POST", "/v1/cache",
+                        absl::StrCat(R"({"type":"chat","input":)", input,
+                                     R"(,"result":{"text":"9 to 5"},"ttl":"3600s"})"));
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_FALSE(JsonObject(put.body).fields().at("key").string_value().empty());
+  HttpResult r = Call("POST", "/v1/jobs",
+                      absl::StrCat(R"({"type":"chat","input":)", input,
+                                   R"(,"cache":{"ttl":"60s"}})"));
+  // Already finished: 200, not 202; still with its Location.
+  ASSERT_EQ(r.status, 200) << r.body;
+  Job job = FromJson<Job>(r.body);
+  EXPECT_EQ(r.Header("Location"), "/v1/jobs/" + job.id());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  EXPECT_TRUE(job.cached());
+  EXPECT_EQ(job.result().fields().at("text").string_value(), "9 to 5");
+  HttpResult bad = Call("POST", "/v1/cache", R"({"type":"chat","input":{},"result":{}})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("ttl"));
+}
+
 TEST_F(GatewayTest, ErrorsUseStatusMappingAndGoogleRpcStatusBodies) {
   ASSERT_NO_FATAL_FAILURE(Up());
   // NOT_FOUND from the scheduler.
