@@ -4,20 +4,31 @@
 // server's CPU is never counted as the worker's. CPU is read per thread
 // (pthread_getcpuclockid for the CurlLoop thread, CLOCK_THREAD_CPUTIME_ID for the calling
 // thread) and per process (getrusage), over the measured window only.
+// BM_Worker_500Streams_EndToEnd runs the whole path instead: a real aijobs-worker process
+// (--providers: one openai deployment on fake-openai-server) serving 500 jobs of the real
+// scheduler (bench_util's Cluster), its CPU read from /proc (the process, and its CurlLoop
+// thread "aijobs-curl" = the HTTP/SSE path), tokens counted at WatchJob watchers.
 //
 //   build/bench/bench_worker_llm --benchmark_filter=BM_OpenAiProvider_CallOverhead
+//   build/bench/bench_worker_llm --benchmark_filter=BM_Worker_500Streams_EndToEnd
 //   AIJOBS_BENCH_SMOKE=1 build/bench/bench_worker_llm --benchmark_min_time=0.01
 //   build/bench/bench_worker_llm --benchmark_out=build/bench_worker_llm.json
 //
 // Targets: <= 1 ms worker CPU per LLM call; 500 concurrent streams x 50 tokens/s (25,000
 // deltas/s) with < 20 % of one core in the HTTP/SSE path (the CurlLoop thread).
 #include <benchmark/benchmark.h>
+#include <dirent.h>
+#include <google/protobuf/util/json_util.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,6 +37,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -396,6 +409,265 @@ BENCHMARK(BM_OpenAiProvider_500Streams)
     ->ArgName("routed")
     ->Arg(0)
     ->Arg(1)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+// ---- BM_Worker_500Streams_EndToEnd -----------------------------------------------------
+
+// CPU seconds per thread of process `pid`, summed by thread name (/proc/<pid>/task/*/stat:
+// utime + stime). The worker's CurlLoop thread is named "aijobs-curl".
+std::map<std::string, double> ThreadCpuByName(pid_t pid) {
+  std::map<std::string, double> out;
+  const std::string dir = absl::StrCat("/proc/", pid, "/task");
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  static const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream in(absl::StrCat(dir, "/", e->d_name, "/stat"));
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t open = stat.find('(');
+    size_t close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::string name = stat.substr(open + 1, close - open - 1);
+    // Fields after the name: state(3) ppid(4) ... utime(14) stime(15).
+    std::vector<std::string> f = absl::StrSplit(stat.substr(close + 2), ' ');
+    double utime = 0, stime = 0;
+    if (f.size() < 13 || !absl::SimpleAtod(f[11], &utime) || !absl::SimpleAtod(f[12], &stime)) {
+      continue;
+    }
+    out[name] += (utime + stime) / ticks;
+  }
+  closedir(d);
+  return out;
+}
+
+// Occurrences of "tok" in `text`: the fake server's tokens are "tok0", " tok1", ...; the
+// scheduler may merge several deltas into one event, so tokens are counted, not events.
+int64_t CountTokens(const std::string& text) {
+  int64_t n = 0;
+  for (size_t at = text.find("tok"); at != std::string::npos; at = text.find("tok", at + 3)) {
+    ++n;
+  }
+  return n;
+}
+
+// The whole worker path, as in production: `jobs` chat jobs submitted to the real scheduler
+// (Cluster: PostgreSQL + aijobs-scheduler), run by ONE real aijobs-worker process whose
+// --providers file routes the model group to an openai deployment on the fake-openai-server
+// process, each job streaming `rate` tokens/s; watched over WatchJob (gRPC callback API, no
+// thread per stream). The steady window runs from the moment every job's first token has
+// reached its watcher to the first final event. Reported over that window: the worker
+// process's CPU and its CurlLoop thread's (the HTTP/SSE path), tokens/s reaching the
+// watchers, the scheduler's, PostgreSQL's, the fake server's and this process's CPU.
+void BM_Worker_500Streams_EndToEnd(benchmark::State& state) {
+  const int jobs = Scaled(500, 10);
+  const int rate = 50;
+  const int tokens = Scaled(500, 25);  // ~10 s at 50 tokens/s (smoke: 0.5 s)
+  std::string error;
+  FakeServer* server = GetFakeServer(&error);
+  if (server == nullptr) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  Cluster* c = Cluster::Get(&error);
+  if (c == nullptr) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  c->StopWorkers();
+  if (absl::Status s = c->ResetJobs(); !s.ok()) {
+    state.SkipWithError(s.ToString().c_str());
+    return;
+  }
+  const std::string providers = absl::StrCat(testing::LogDir(), "/bench-providers-", getpid(), "-",
+                                             absl::ToUnixMicros(absl::Now()), ".textproto");
+  {
+    std::ofstream out(providers);
+    out << "deployments {\n  name: \"fake\"\n  provider: \"openai\"\n  base_url: \""
+        << server->base_url << "\"\n  model: \"fake-model\"\n"
+        << "  headers { key: \"X-Fake-Behavior\" value: \"tokens=" << tokens << " rate=" << rate
+        << "\" }\n"
+        // A 500-job burst of connects on a busy 2-core machine must not trip the defaults.
+        << "  timeouts { first_byte { seconds: 60 } idle { seconds: 30 } }\n}\n"
+        << "model_groups {\n  name: \"fake-model\"\n  members { deployment: \"fake\" }\n}\n"
+        << "default_model_group: \"fake-model\"\n";
+    if (!out.good()) {
+      state.SkipWithError(absl::StrCat("cannot write ", providers).c_str());
+      return;
+    }
+  }
+  testing::ProcessOptions opts;
+  opts.path = testing::BinPath("aijobs-worker");
+  opts.log_name = absl::StrCat("bench-llm-worker-", getpid());
+  opts.args = {"--scheduler", c->address(), "--worker_id", opts.log_name,
+               "--slots",     "600",        "--providers", providers};
+  auto worker = testing::Process::Start(opts);
+  if (!worker.ok()) {
+    state.SkipWithError(worker.status().ToString().c_str());
+    return;
+  }
+  if (!testing::WaitFor(
+          [&] {
+            return (*worker)->ReadStdout().find("connected to scheduler") != std::string::npos;
+          },
+          absl::Seconds(20), absl::Milliseconds(5))) {
+    state.SkipWithError(
+        absl::StrCat("aijobs-worker did not connect: ", (*worker)->LogTail()).c_str());
+    return;
+  }
+  const pid_t worker_pid = (*worker)->Pid();
+  const pid_t server_pid = server->process->Pid();
+
+  v1::SubmitJobRequest request;
+  if (auto s = google::protobuf::util::JsonStringToMessage(
+          R"({"type":"chat","input":{"model":"fake-model",)"
+          R"("messages":[{"role":"user","content":"Say something."}]}})",
+          &request);
+      !s.ok()) {
+    state.SkipWithError(s.ToString().c_str());
+    return;
+  }
+
+  // Per job; the callbacks of one stream never overlap.
+  struct PerJob {
+    int64_t tokens = 0;
+    bool succeeded = false;
+    std::string final_state;
+  };
+  std::vector<PerJob> per(jobs);
+  std::atomic<int64_t> tokens_seen{0};
+  std::atomic<int> flowing{0};  // jobs whose first token reached the watcher
+  std::atomic<int> finals{0};
+  std::atomic<int> submit_errors{0};
+  absl::Mutex watchers_mu;
+  std::vector<std::unique_ptr<AsyncWatcher>> watchers;
+
+  for (auto _ : state) {
+    absl::Time t0 = absl::Now();
+    // A few submitting threads; each job gets its watcher as soon as it is accepted.
+    const int submitters = std::min(jobs, 4);
+    std::vector<std::thread> threads;
+    for (int k = 0; k < submitters; ++k) {
+      threads.emplace_back([&, k] {
+        for (int i = k; i < jobs; i += submitters) {
+          grpc::ClientContext ctx;
+          ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+          v1::Job job;
+          if (!c->stub()->SubmitJob(&ctx, request, &job).ok()) {
+            submit_errors.fetch_add(1);
+            continue;
+          }
+          PerJob* pj = &per[i];
+          auto w = std::make_unique<AsyncWatcher>(
+              c->stub(), job.id(),
+              [pj, &tokens_seen, &flowing, &finals](const v1::JobEvent& e, absl::Time) {
+                if (e.has_output_delta()) {
+                  int64_t n = CountTokens(e.output_delta().text());
+                  if (pj->tokens == 0 && n > 0) flowing.fetch_add(1);
+                  pj->tokens += n;
+                  tokens_seen.fetch_add(n, std::memory_order_relaxed);
+                }
+                if (e.has_final_job()) {
+                  pj->succeeded = e.final_job().state() == v1::SUCCEEDED;
+                  pj->final_state = v1::JobState_Name(e.final_job().state());
+                  finals.fetch_add(1);
+                }
+              });
+          absl::MutexLock lock(&watchers_mu);
+          watchers.push_back(std::move(w));
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    if (submit_errors.load() > 0) {
+      state.SkipWithError(absl::StrCat(submit_errors.load(), " submits failed").c_str());
+      return;
+    }
+    // Window start: every job's stream has reached its watcher.
+    if (!testing::WaitFor([&] { return flowing.load() >= jobs || finals.load() > 0; },
+                          absl::Seconds(60), absl::Milliseconds(2)) ||
+        finals.load() > 0) {
+      state.SkipWithError(absl::StrCat("only ", flowing.load(), " of ", jobs,
+                                       " jobs streamed before the first ended; worker log: ",
+                                       (*worker)->LogTail(1500))
+                              .c_str());
+      return;
+    }
+    absl::Time a = absl::Now();
+    int64_t tokens_a = tokens_seen.load();
+    double worker_a = CpuSeconds(worker_pid);
+    std::map<std::string, double> threads_a = ThreadCpuByName(worker_pid);
+    double server_a = CpuSeconds(server_pid);
+    CpuUse cluster_a = c->Cpu();
+    // Window end: the first job has ended (the others are ending too).
+    testing::WaitFor([&] { return finals.load() > 0; }, absl::Seconds(120), absl::Milliseconds(2));
+    absl::Time b = absl::Now();
+    int64_t tokens_b = tokens_seen.load();
+    double worker_b = CpuSeconds(worker_pid);
+    std::map<std::string, double> threads_b = ThreadCpuByName(worker_pid);
+    double server_b = CpuSeconds(server_pid);
+    CpuUse cluster_b = c->Cpu();
+    absl::Duration budget = absl::Seconds(tokens / rate) + absl::Seconds(120);
+    std::vector<std::unique_ptr<AsyncWatcher>> done;
+    {
+      absl::MutexLock lock(&watchers_mu);
+      done.swap(watchers);
+    }
+    for (auto& w : done) {
+      if (!w->WaitDone(budget)) {
+        state.SkipWithError("a watch did not end");
+        return;
+      }
+    }
+    state.SetIterationTime(absl::ToDoubleSeconds(absl::Now() - t0));
+    done.clear();
+
+    int succeeded = 0;
+    int64_t full = 0;  // jobs whose watcher saw every token
+    std::string first_bad;
+    for (const PerJob& pj : per) {
+      succeeded += pj.succeeded ? 1 : 0;
+      full += pj.tokens == tokens ? 1 : 0;
+      if (!pj.succeeded && first_bad.empty()) first_bad = pj.final_state;
+    }
+    double window = absl::ToDoubleSeconds(b - a);
+    double curl_cpu = threads_b["aijobs-curl"] - threads_a["aijobs-curl"];
+    state.counters["jobs"] = jobs;
+    state.counters["succeeded"] = succeeded;
+    state.counters["window_s"] = window;
+    state.counters["tokens_per_s"] = (tokens_b - tokens_a) / window;
+    state.counters["worker_cpu_pct"] = 100.0 * (worker_b - worker_a) / window;
+    state.counters["worker_http_sse_cpu_pct"] = 100.0 * curl_cpu / window;
+    state.counters["worker_us_per_token"] =
+        (worker_b - worker_a) * 1e6 /
+        static_cast<double>(std::max<int64_t>(1, tokens_b - tokens_a));
+    state.counters["sched_cpu_pct"] = 100.0 * (cluster_b.scheduler - cluster_a.scheduler) / window;
+    state.counters["pg_cpu_pct"] = 100.0 * (cluster_b.postgres - cluster_a.postgres) / window;
+    state.counters["server_cpu_pct"] = 100.0 * (server_b - server_a) / window;
+    state.counters["bench_cpu_pct"] = 100.0 * (cluster_b.bench - cluster_a.bench) / window;
+    // Where the worker's CPU went, by thread name (stderr: not a counter per name).
+    std::string breakdown;
+    for (const auto& [name, cpu] : threads_b) {
+      double pct = 100.0 * (cpu - threads_a[name]) / window;
+      if (pct >= 0.5)
+        absl::StrAppend(&breakdown, " ", name, "=", absl::StrFormat("%.1f", pct), "%");
+    }
+    fprintf(stderr, "BM_Worker_500Streams_EndToEnd: worker threads (%% of a core):%s\n",
+            breakdown.c_str());
+    if (succeeded != jobs || full != jobs) {
+      state.SkipWithError(absl::StrCat(succeeded, " of ", jobs,
+                                       " jobs SUCCEEDED (first other: ", first_bad, "), ", full,
+                                       " watchers saw all ", tokens, " tokens")
+                              .c_str());
+      return;
+    }
+  }
+  (*worker)->Kill();
+  std::remove(providers.c_str());
+}
+BENCHMARK(BM_Worker_500Streams_EndToEnd)
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -207,7 +207,10 @@ absl::Status ApplyQuery(const Route& route, const std::vector<VariableBinding>& 
   auto params = ParseQueryString(query);
   if (!params.ok()) return params.status();
   absl::flat_hash_map<std::string, int> seen;  // canonical path -> times set
-  for (const auto& [key, value] : *params) {
+  for (const auto& param : *params) {
+    // Named references, not a structured binding: lambdas may not capture bindings in C++17.
+    const std::string& key = param.first;
+    const std::string& value = param.second;
     bool reserved = false;
     for (const std::string& r : options.reserved_query_params) reserved |= r == key;
     if (reserved) continue;

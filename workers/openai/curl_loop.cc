@@ -1,5 +1,6 @@
 #include "workers/openai/curl_loop.h"
 
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -84,6 +85,9 @@ CurlLoop::CurlLoop() {
   now_ = absl::Now();
   thread_ = std::thread([this] { Run(); });
   thread_id_ = thread_.get_id();
+  // Named so the HTTP/SSE path's CPU can be read per thread from outside the process
+  // (/proc/<pid>/task/*/comm), e.g. by bench_worker_llm's end-to-end benchmark.
+  pthread_setname_np(thread_.native_handle(), "aijobs-curl");
 }
 
 CurlLoop::~CurlLoop() {
