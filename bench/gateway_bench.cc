@@ -1,9 +1,10 @@
 // HTTP gateway suites: PostgreSQL (durable), the real aijobs-scheduler, sim aijobs-worker
 // processes and the real aijobs-gateway binary, driven over HTTP/1.1 by lean clients in this
 // process (a blocking keep-alive socket client for latency probes, one Boost.Asio thread for
-// many connections). Each benchmark runs one fixed workload (manual time) and reports the
-// user-visible figures as counters, with the CPU split between the gateway, the scheduler,
-// PostgreSQL, the workers and this process (all on the same cores).
+// many connections; gRPC's callback API for the direct-to-scheduler baseline). Each benchmark
+// runs one fixed workload (manual time) and reports the user-visible figures as counters,
+// with the CPU split between the gateway, the scheduler, PostgreSQL, the workers and this
+// process (all on the same cores).
 //
 //   build/bench/bench_gateway --benchmark_filter=BM_GatewayGetJob_AddedLatency
 //   AIJOBS_BENCH_SMOKE=1 build/bench/bench_gateway --benchmark_min_time=0.01
@@ -216,7 +217,10 @@ class GetLoad {
     }
     start_ = std::chrono::steady_clock::now();
     end_ = start_ + std::chrono::microseconds(absl::ToInt64Microseconds(duration));
-    active_ = static_cast<int>(conns_.size());
+    {
+      absl::MutexLock l(&mu_);
+      active_ = static_cast<int>(conns_.size());
+    }
     for (auto& c : conns_) {
       Conn* cp = c.get();
       net::post(io.io(), [this, cp] { Send(cp); });
@@ -298,6 +302,81 @@ class GetLoad {
   int64_t ok_ = 0, errors_ = 0;  // io thread only
   std::string first_error_;      // io thread only until Run returns
   absl::Mutex mu_;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Closed-loop GetJob calls straight to the scheduler over gRPC: `concurrency` calls in
+// flight on one channel (as the gateway has one upstream channel), callback API, each call's
+// callback starting the next. The same workload as GetLoad minus the gateway.
+class DirectGetLoad {
+ public:
+  DirectGetLoad(std::shared_ptr<grpc::Channel> channel, int concurrency, std::string job_id)
+      : stub_(v1::JobService::NewStub(std::move(channel))), slots_(concurrency) {
+    request_.set_job_id(std::move(job_id));
+  }
+
+  absl::Status Run(absl::Duration duration) {
+    start_ = std::chrono::steady_clock::now();
+    end_ = start_ + std::chrono::microseconds(absl::ToInt64Microseconds(duration));
+    {
+      absl::MutexLock l(&mu_);
+      active_ = static_cast<int>(slots_.size());
+    }
+    for (Slot& s : slots_) Issue(&s);
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active_));
+    wall_ = std::chrono::steady_clock::now() - start_;
+    return first_error_.empty() ? absl::OkStatus() : absl::InternalError(first_error_);
+  }
+
+  std::vector<double> latencies_ms() const {
+    std::vector<double> all;
+    for (const Slot& s : slots_) all.insert(all.end(), s.ms.begin(), s.ms.end());
+    return all;
+  }
+  int64_t ok() const { return ok_.load(); }
+  int64_t errors() const { return errors_.load(); }
+  double wall_s() const { return std::chrono::duration<double>(wall_).count(); }
+
+ private:
+  struct Slot {
+    v1::Job response;
+    std::chrono::steady_clock::time_point sent;
+    std::vector<double> ms;  // touched by one call at a time
+  };
+
+  void Issue(Slot* s) {
+    // Owned by the callback, so it outlives the call and is freed after the callback ran.
+    auto ctx = std::make_shared<grpc::ClientContext>();
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    s->response.Clear();
+    s->sent = std::chrono::steady_clock::now();
+    stub_->async()->GetJob(ctx.get(), &request_, &s->response,
+                           [this, s, ctx](grpc::Status status) {
+                             auto now = std::chrono::steady_clock::now();
+                             s->ms.push_back(
+                                 std::chrono::duration<double, std::milli>(now - s->sent).count());
+                             if (status.ok()) {
+                               ok_.fetch_add(1);
+                             } else {
+                               errors_.fetch_add(1);
+                               absl::MutexLock l(&mu_);
+                               if (first_error_.empty()) first_error_ = status.error_message();
+                             }
+                             if (status.ok() && now < end_) return Issue(s);
+                             absl::MutexLock l(&mu_);
+                             --active_;
+                           });
+  }
+
+  std::unique_ptr<v1::JobService::Stub> stub_;
+  v1::GetJobRequest request_;
+  std::vector<Slot> slots_;
+  std::chrono::steady_clock::time_point start_, end_;
+  std::chrono::steady_clock::duration wall_{};
+  std::atomic<int64_t> ok_{0}, errors_{0};
+  absl::Mutex mu_;
+  std::string first_error_ ABSL_GUARDED_BY(mu_);
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -620,6 +699,50 @@ void BM_GatewayGetJob_Throughput(benchmark::State& state) {
 }
 BENCHMARK(BM_GatewayGetJob_Throughput)
     ->ArgName("connections")
+    ->Arg(32)
+    ->Arg(64)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The baseline of BM_GatewayGetJob_Throughput: the same closed-loop GetJob load at the same
+// concurrency straight to the scheduler over gRPC (one channel, callback API), so the
+// gateway's own cost is separable from the scheduler's and PostgreSQL's. The gateway process
+// stays up (idle) meanwhile.
+void BM_DirectGrpcGetJob_Throughput(benchmark::State& state) {
+  const int concurrency = static_cast<int>(state.range(0));
+  Env env;
+  if (!SetUp(state, &env)) return;
+  Cluster* c = env.cluster;
+  const absl::Duration duration = SmokeMode() ? absl::Seconds(1) : absl::Seconds(10);
+  std::unique_ptr<DirectGetLoad> load;
+  CpuAll cpu0, cpu1;
+  for (auto _ : state) {
+    c->StopWorkers();
+    if (!Check(state, c->ResetJobs(), "reset")) return;
+    auto ids = SubmitMany(c, SimChatRequest(R"({"ttft_ms":0,"tokens":1})"), 1, 1);
+    if (!Check(state, ids.status(), "submit")) return;
+    auto channel = NewChannel(c->address(), 1000);
+    DirectGetLoad warm(channel, concurrency, (*ids)[0]);
+    if (!Check(state, warm.Run(absl::Milliseconds(300)), "warm-up")) return;
+    load = std::make_unique<DirectGetLoad>(channel, concurrency, (*ids)[0]);
+    cpu0 = CpuNow(env);
+    absl::Status s = load->Run(duration);
+    cpu1 = CpuNow(env);
+    if (!Check(state, s, "load")) return;
+    state.SetIterationTime(load->wall_s());
+  }
+  if (load->errors() > 0) {
+    state.SkipWithError(absl::StrCat(load->errors(), " calls failed").c_str());
+    return;
+  }
+  state.counters["requests"] = static_cast<double>(load->ok());
+  state.counters["req_per_s"] = static_cast<double>(load->ok()) / load->wall_s();
+  ReportLatency(state, "", Summarize(load->latencies_ms()));
+  ReportCpuAll(state, cpu0, cpu1, absl::Seconds(load->wall_s()));
+}
+BENCHMARK(BM_DirectGrpcGetJob_Throughput)
+    ->ArgName("concurrency")
     ->Arg(32)
     ->Arg(64)
     ->Iterations(1)

@@ -28,15 +28,20 @@ constexpr absl::string_view kLastEventIdParam = "last_event_id";
 
 std::string ToStd(boost::beast::string_view s) { return std::string(s.data(), s.size()); }
 
+// Serialized straight into the slice gRPC sends (no intermediate string).
 grpc::ByteBuffer Serialize(const pb::Message& message) {
-  std::string bytes = message.SerializeAsString();
-  grpc::Slice slice(bytes);
+  size_t size = message.ByteSizeLong();
+  grpc::Slice slice(size);
+  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
   return grpc::ByteBuffer(&slice, 1);
 }
 
 bool Parse(const grpc::ByteBuffer& buffer, pb::Message* message) {
   std::vector<grpc::Slice> slices;
   if (!buffer.Dump(&slices).ok()) return false;
+  if (slices.size() == 1) {  // The usual case for small messages: parse in place.
+    return message->ParseFromArray(slices[0].begin(), static_cast<int>(slices[0].size()));
+  }
   std::string bytes;
   bytes.reserve(buffer.Length());
   for (const grpc::Slice& s : slices) {

@@ -31,7 +31,9 @@ using HttpStreamHeader = http::response<http::empty_body>;
 class Session;
 
 // One request on a connection and the way to answer it. Every method is thread-safe and
-// returns at once; the work runs on the connection's strand.
+// returns at once without blocking: the bytes of a response or chunk are sent on the calling
+// thread when the socket takes them at once (no hand-off to an io thread), the rest by the
+// connection's strand.
 class HttpExchange {
  public:
   HttpExchange(std::shared_ptr<Session> session, HttpRequest request);
@@ -50,8 +52,11 @@ class HttpExchange {
   // for `heartbeat_every`, `heartbeat` is written (non-positive: no heartbeats).
   void StartStream(HttpStreamHeader header, absl::Duration heartbeat_every = absl::ZeroDuration(),
                    std::string heartbeat = "");
-  // Queues one chunk; `done(ok)` (optional) runs on an io thread once it was written or the
-  // connection failed. Empty chunks are skipped (an empty chunk would end the stream).
+  // Sends (or queues) one chunk; `done(ok)` (optional) runs once it was written or the
+  // connection failed: on the calling thread, before Write returns, when the socket took it
+  // at once (so hold no lock `done` needs), else later on an io thread. Chunks queued while
+  // a write is in flight go out together in one write. Empty chunks are skipped (an empty
+  // chunk would end the stream).
   void Write(std::string chunk, std::function<void(bool ok)> done = nullptr);
   // Writes the last chunk after everything queued, then closes the connection.
   void EndStream();

@@ -22,7 +22,11 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HTTP listen address host:port");
 ABSL_FLAG(std::string, scheduler, "127.0.0.1:50051", "the scheduler's gRPC address host:port");
-ABSL_FLAG(int, threads, 2, "io threads serving HTTP connections");
+// One by default: responses and stream chunks are sent by the threads that produce them
+// (gRPC's), so the io threads only accept, read requests and answer the fixed endpoints. On
+// the 2-core target machine a second io thread bought no throughput beyond run-to-run noise
+// and gave a less steady /healthz tail under SSE load (bench_gateway, bench/RESULTS.md).
+ABSL_FLAG(int, threads, 1, "io threads serving HTTP connections");
 ABSL_FLAG(int64_t, max_body_bytes, 1 << 20, "larger request bodies are answered 413");
 ABSL_FLAG(int64_t, default_deadline_ms, 30000, "deadline of unary calls without Grpc-Timeout");
 ABSL_FLAG(bool, lenient_json, false, "accept unknown JSON fields and query parameters");
