@@ -99,7 +99,7 @@ TEST_F(CliTest, SubmitPromptBuildsChatInputAndPrintsId) {
 TEST_F(CliTest, SubmitPassesAllOptionalFields) {
   CliResult r = Run({"submit", "--type=embed", "--input", R"({"texts":["a"]})", "--priority", "-2",
                      "--max-attempts", "5", "--idempotency_key", "k1", "--label", "a=b", "--label",
-                     "team=x=y", "--timeout_ms", "1500"});
+                     "team=x=y", "--timeout_ms", "1500", "--cache_ttl_s", "3600"});
   ASSERT_EQ(r.code, 0) << r.err;
   v1::SubmitJobRequest request = LastSubmit();
   EXPECT_EQ(request.type(), "embed");
@@ -111,6 +111,13 @@ TEST_F(CliTest, SubmitPassesAllOptionalFields) {
   EXPECT_EQ(request.labels().at("team"), "x=y");
   EXPECT_EQ(request.timeout().seconds(), 1);
   EXPECT_EQ(request.timeout().nanos(), 500000000);
+  EXPECT_EQ(request.cache().ttl().seconds(), 3600);
+}
+
+TEST_F(CliTest, SubmitRejectsANonPositiveCacheTtl) {
+  CliResult r = Run({"submit", "--type", "chat", "--prompt", "hi", "--cache_ttl_s", "0"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("cache_ttl_s"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, SubmitReadsInputFromFile) {

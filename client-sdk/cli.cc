@@ -32,7 +32,7 @@ constexpr char kGlobalUsage[] =
     "commands:\n"
     "  submit --type T (--prompt TEXT | --input JSON | --input @FILE | --input -)\n"
     "         [--priority N] [--max_attempts N] [--idempotency_key K] [--label k=v ...]\n"
-    "         [--timeout_ms N] [--watch] [--wait] [--json]\n"
+    "         [--timeout_ms N] [--cache_ttl_s N] [--watch] [--wait] [--json]\n"
     "  get ID [--json]\n"
     "  watch ID [--after SEQ] [--json]\n"
     "  cancel ID [--reason TEXT] [--json]\n"
@@ -71,12 +71,13 @@ const std::vector<CommandSpec>& Commands() {
         {"idempotency_key", true},
         {"label", true},
         {"timeout_ms", true},
+        {"cache_ttl_s", true},
         {"watch", false},
         {"wait", false},
         {"json", false}},
        "usage: aijobsctl submit --type T (--prompt TEXT | --input JSON | --input @FILE | "
        "--input -) [--priority N] [--max_attempts N] [--idempotency_key K] [--label k=v ...] "
-       "[--timeout_ms N] [--watch] [--wait] [--json]"},
+       "[--timeout_ms N] [--cache_ttl_s N] [--watch] [--wait] [--json]"},
       {"get", 1, {{"json", false}}, "usage: aijobsctl get ID [--json]"},
       {"watch",
        1,
@@ -253,6 +254,7 @@ void PrintJobDetails(std::ostream& out, const v1::Job& job) {
   out << "type:      " << job.type() << "\n";
   out << "state:     " << v1::JobState_Name(job.state()) << "\n";
   out << "attempt:   " << job.attempt() << "/" << job.max_attempts() << "\n";
+  if (job.cached()) out << "cached:    yes (answered from the response cache)\n";
   out << "priority:  " << job.priority() << "\n";
   if (!job.idempotency_key().empty()) out << "idem key:  " << job.idempotency_key() << "\n";
   if (!job.labels().empty()) {
@@ -436,6 +438,11 @@ class Cli {
       if (auto rc = ParseInt(parsed, "timeout_ms", 1, INT64_MAX / 1000, usage, &n)) return *rc;
       request.mutable_timeout()->set_seconds(n / 1000);
       request.mutable_timeout()->set_nanos(static_cast<int32_t>((n % 1000) * 1000000));
+    }
+    if (parsed.Has("cache_ttl_s")) {
+      // Opt into the response cache; the scheduler checks the upper bound (30 days).
+      if (auto rc = ParseInt(parsed, "cache_ttl_s", 1, INT32_MAX, usage, &n)) return *rc;
+      request.mutable_cache()->mutable_ttl()->set_seconds(n);
     }
     request.set_idempotency_key(parsed.Get("idempotency_key"));
     if (auto it = parsed.flags.find("label"); it != parsed.flags.end()) {
