@@ -358,7 +358,7 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
       }
       return Finish(exchange, rc, std::move(res));
     }
-    if (rc.method != "GET" && rc.method != "HEAD") {
+    if (rc.method != "GET") {
       HttpResponse res = MakeResponse(
           req, 405, kJson,
           ErrorBodyJson(grpc::StatusCode::UNIMPLEMENTED,

@@ -391,6 +391,7 @@ TEST_F(GatewayTest, OperationalEndpoints) {
   EXPECT_THAT(page.Header("Content-Type"), StartsWith("text/html"));
   EXPECT_THAT(page.body, HasSubstr("<html"));
   EXPECT_EQ(Call("POST", "/healthz", "{}").status, 405);
+  EXPECT_EQ(Call("HEAD", "/healthz").status, 405);  // GET only: no body-less variant.
 
   // Without its upstream the gateway is alive but not ready.
   scheduler()->Kill();
