@@ -39,7 +39,14 @@ void AppendShaped(const std::multimap<std::string, std::string>& md, HttpRespons
       continue;
     }
     if (absl::StartsWith(key, kHttpHeaderPrefix)) {
-      shape->headers.emplace_back(key.substr(kHttpHeaderPrefix.size()), value);
+      // Metadata keys are lower-case; headers read better in their usual case ("Location").
+      std::string name = key.substr(kHttpHeaderPrefix.size());
+      bool word_start = true;
+      for (char& c : name) {
+        if (word_start) c = absl::ascii_toupper(c);
+        word_start = c == '-';
+      }
+      shape->headers.emplace_back(std::move(name), value);
     } else {
       shape->headers.emplace_back(absl::StrCat("Grpc-Metadata-", key), value);
     }

@@ -70,16 +70,18 @@ TEST(MetadataFromHeadersTest, RejectsKeysGrpcWouldRefuse) {
 
 TEST(ShapeFromResponseMetadataTest, HttpCodeAndHeaderKeysSteerTheResponse) {
   std::multimap<std::string, std::string> initial = {{"x-http-code", "202"},
+                                                     {"x-http-header-retry-after", "5"},
                                                      {"x-http-header-location", "/v1/jobs/1"},
                                                      {"replica", "r1"},
                                                      {"trace-bin", "\x01"}};
   std::multimap<std::string, std::string> trailing = {{"grpc-status", "0"}, {"cost", "3"}};
   HttpResponseShape shape = ShapeFromResponseMetadata(initial, trailing);
   EXPECT_EQ(shape.http_status, 202);
-  EXPECT_THAT(shape.headers, Contains(Pair("location", "/v1/jobs/1")));
+  EXPECT_THAT(shape.headers, Contains(Pair("Location", "/v1/jobs/1")));
   EXPECT_THAT(shape.headers, Contains(Pair("Grpc-Metadata-replica", "r1")));
   EXPECT_THAT(shape.headers, Contains(Pair("Grpc-Metadata-cost", "3")));
-  EXPECT_EQ(shape.headers.size(), 3u);
+  EXPECT_THAT(shape.headers, Contains(Pair("Retry-After", "5")));
+  EXPECT_EQ(shape.headers.size(), 4u);
 }
 
 TEST(ShapeFromResponseMetadataTest, IgnoresAnInvalidHttpCode) {
