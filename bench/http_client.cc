@@ -314,46 +314,4 @@ absl::Status HttpConnection::Stream(absl::string_view request,
   return s;
 }
 
-// ---------------------------------------------------------------------------------------
-// SseParser
-
-bool SseParser::Feed(absl::string_view bytes,
-                     const std::function<bool(const SseEvent&)>& on_event) {
-  pending_.append(bytes.data(), bytes.size());
-  size_t start = 0;
-  for (;;) {
-    size_t end = pending_.find("\n\n", start);
-    if (end == std::string::npos) break;
-    SseEvent ev;
-    bool any = false;
-    for (absl::string_view line :
-         absl::StrSplit(absl::string_view(pending_).substr(start, end - start), '\n')) {
-      if (line.empty() || line[0] == ':') continue;
-      size_t colon = line.find(':');
-      absl::string_view field = line.substr(0, colon);
-      absl::string_view value =
-          colon == absl::string_view::npos ? absl::string_view() : line.substr(colon + 1);
-      if (!value.empty() && value[0] == ' ') value.remove_prefix(1);
-      if (field == "event") {
-        ev.event = std::string(value);
-      } else if (field == "id") {
-        ev.id = std::string(value);
-      } else if (field == "data") {
-        if (!ev.data.empty()) ev.data.push_back('\n');
-        absl::StrAppend(&ev.data, value);
-      } else {
-        continue;
-      }
-      any = true;
-    }
-    start = end + 2;
-    if (any && !on_event(ev)) {
-      pending_.erase(0, start);
-      return false;
-    }
-  }
-  pending_.erase(0, start);
-  return true;
-}
-
 }  // namespace aijobs::bench

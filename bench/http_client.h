@@ -1,7 +1,7 @@
 // A lean HTTP/1.1 client for the gateway benchmarks and aijobs-load: an incremental response
 // parser (Content-Length and chunked bodies, pipelining-safe), a blocking keep-alive
-// connection over a plain socket (TCP_NODELAY, no per-request allocation beyond the body), and
-// an incremental Server-Sent Events parser. No libcurl: the client's CPU competes with the
+// connection over a plain socket (TCP_NODELAY, no per-request allocation beyond the body).
+// Event streams are split with common/sse_parser.h. No libcurl: the client's CPU competes with the
 // gateway on the same cores, so it does as little as possible.
 //
 //   auto conn = aijobs::bench::HttpConnection::Connect("127.0.0.1", port, absl::Seconds(5));
@@ -101,25 +101,6 @@ class HttpConnection {
   int fd_ = -1;
   HttpResponseParser parser_;
   bool peer_closed_ = false;
-};
-
-// One Server-Sent Event.
-struct SseEvent {
-  std::string event;
-  std::string id;
-  std::string data;
-};
-
-// Splits a text/event-stream into events as bytes arrive; comment lines (heartbeats) are
-// skipped, multi-line data joined with "\n".
-class SseParser {
- public:
-  // Appends `bytes` and calls `on_event` for every event completed by them; stops early
-  // (returning false) when `on_event` returns false.
-  bool Feed(absl::string_view bytes, const std::function<bool(const SseEvent&)>& on_event);
-
- private:
-  std::string pending_;
 };
 
 }  // namespace aijobs::bench

@@ -50,25 +50,5 @@ TEST(HttpRequestTextTest, PostCarriesContentLength) {
   EXPECT_EQ(HttpRequestText("GET", "/healthz", "h"), "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n");
 }
 
-TEST(SseParserTest, EventsSplitAcrossFeedsCommentsSkipped) {
-  SseParser p;
-  std::vector<SseEvent> got;
-  auto keep = [&](const SseEvent& e) {
-    got.push_back(e);
-    return true;
-  };
-  ASSERT_TRUE(p.Feed(": heartbeat\n\nevent: output_delta\nid: 3\nda", keep));
-  EXPECT_TRUE(got.empty());
-  ASSERT_TRUE(p.Feed("ta: {\"a\":1}\ndata: x\n\nevent: final_job\nid: 4\ndata: {}\n\n", keep));
-  ASSERT_EQ(got.size(), 2u);
-  EXPECT_EQ(got[0].event, "output_delta");
-  EXPECT_EQ(got[0].id, "3");
-  EXPECT_EQ(got[0].data, "{\"a\":1}\nx");
-  EXPECT_EQ(got[1].event, "final_job");
-  // Stopping early reports false.
-  SseParser q;
-  EXPECT_FALSE(q.Feed("data: 1\n\ndata: 2\n\n", [](const SseEvent&) { return false; }));
-}
-
 }  // namespace
 }  // namespace aijobs::bench

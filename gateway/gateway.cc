@@ -3,6 +3,7 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -50,14 +51,10 @@ bool Parse(const grpc::ByteBuffer& buffer, pb::Message* message) {
   return message->ParseFromString(bytes);
 }
 
+// The code's name as Abseil (and gRPC) spell it, e.g. "UNAVAILABLE": the label of
+// upstream-error metrics.
 std::string StatusCodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",          "CANCELLED",          "UNKNOWN",   "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-      "NOT_FOUND",   "ALREADY_EXISTS",     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-      "UNAVAILABLE", "DATA_LOSS",          "UNAUTHENTICATED"};
-  int c = static_cast<int>(code);
-  return c >= 0 && c < 17 ? kNames[c] : absl::StrCat("CODE_", c);
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
 std::multimap<std::string, std::string> ToStdMultimap(
@@ -445,7 +442,7 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
                        absl::StrCat("no route for ", rc.method, " ", rc.path));
   }
   const Route& route = *match->route;
-  rc.route_label = absl::StrCat(route.http_method, " ", route.path.text());
+  rc.route_label = route.label;
 
   std::unique_ptr<pb::Message> request(
       pb::MessageFactory::generated_factory()->GetPrototype(route.method->input_type())->New());

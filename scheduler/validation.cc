@@ -48,19 +48,29 @@ absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
   return absl::OkStatus();
 }
 
+// What a submit and a pre-composed cache entry both carry: a well-formed type name and an
+// input within the size limit.
+absl::Status ValidateTypeAndInput(const std::string& type, const google::protobuf::Struct& input,
+                                  const SubmitLimits& limits) {
+  if (type.empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
+  if (!IsValidTypeName(type)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "type \"", type, "\" is not a valid job type name (letters, digits, _ - .)"));
+  }
+  size_t input_bytes = input.ByteSizeLong();
+  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLimits& limits,
                             const std::function<bool(const std::string&)>& is_known_type) {
-  if (request.type().empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
-  if (!IsValidTypeName(request.type())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "type \"", request.type(), "\" is not a valid job type name (letters, digits, _ - .)"));
-  }
-  size_t input_bytes = request.input().ByteSizeLong();
-  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
+  if (absl::Status s = ValidateTypeAndInput(request.type(), request.input(), limits); !s.ok()) {
+    return s;
   }
   if (request.max_attempts() < 0 || request.max_attempts() > limits.max_attempts_cap) {
     return absl::InvalidArgumentError(absl::StrCat("max_attempts must be between 1 and ",
@@ -105,15 +115,8 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
 
 absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
                                      const SubmitLimits& limits) {
-  if (request.type().empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
-  if (!IsValidTypeName(request.type())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "type \"", request.type(), "\" is not a valid job type name (letters, digits, _ - .)"));
-  }
-  size_t input_bytes = request.input().ByteSizeLong();
-  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
+  if (absl::Status s = ValidateTypeAndInput(request.type(), request.input(), limits); !s.ok()) {
+    return s;
   }
   if (!request.has_result()) {
     return absl::InvalidArgumentError("result is required: the answer to serve for this input");

@@ -115,6 +115,14 @@ class E2eLlmTest : public E2eTest {
     for (const std::string& f : files_) std::remove(f.c_str());
   }
 
+  // Watches `job_id` from the start to its end into `*w`; a fatal failure unless the stream
+  // ended OK with the final job (call it under ASSERT_NO_FATAL_FAILURE).
+  void WatchToFinalJob(const std::string& job_id, WatchResult* w) {
+    *w = WatchToEnd(job_id, 0, absl::Seconds(30));
+    ASSERT_TRUE(w->status.ok()) << w->status.error_message();
+    ASSERT_TRUE(!w->events.empty() && w->events.back().has_final_job());
+  }
+
   // Writes `config` (text format) to a fresh file and returns its path.
   std::string WriteProviders(const std::string& config) {
     std::string path = absl::StrCat(LogDir(), "/providers-", ++file_counter_, "-",
@@ -256,9 +264,8 @@ TEST_F(E2eLlmTest, FallsBackToTheSecondDeploymentBeforeOutput) {
 
   Job job;
   ASSERT_TRUE(Submit(LlmChat("g", "Which deployment answers?"), &job).ok());
-  WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(30));
-  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
-  ASSERT_TRUE(!w.events.empty() && w.events.back().has_final_job());
+  WatchResult w;
+  ASSERT_NO_FATAL_FAILURE(WatchToFinalJob(job.id(), &w));
   const Job& done = w.events.back().final_job();
   EXPECT_EQ(done.state(), aijobs::v1::SUCCEEDED) << done.ShortDebugString();
   EXPECT_EQ(done.attempt(), 1);
@@ -290,9 +297,8 @@ TEST_F(E2eLlmTest, NoFallbackOnceOutputHasStreamed) {
 
   Job job;
   ASSERT_TRUE(Submit(LlmChat("g", "Cut me off"), &job).ok());
-  WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(30));
-  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
-  ASSERT_TRUE(!w.events.empty() && w.events.back().has_final_job());
+  WatchResult w;
+  ASSERT_NO_FATAL_FAILURE(WatchToFinalJob(job.id(), &w));
   const Job& done = w.events.back().final_job();
   EXPECT_EQ(done.state(), aijobs::v1::SUCCEEDED) << done.ShortDebugString();
   EXPECT_EQ(done.attempt(), 2);
@@ -518,9 +524,8 @@ TEST_F(E2eLlmTest, StalledStreamTimesOutAndTheJobRetries) {
   Job job;
   ASSERT_TRUE(
       Submit(LlmChat("m", "[fake tokens=6 stall_after=2 times=1] Are you there"), &job).ok());
-  WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(30));
-  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
-  ASSERT_TRUE(!w.events.empty() && w.events.back().has_final_job());
+  WatchResult w;
+  ASSERT_NO_FATAL_FAILURE(WatchToFinalJob(job.id(), &w));
   const Job& done = w.events.back().final_job();
   EXPECT_EQ(done.state(), aijobs::v1::SUCCEEDED) << done.ShortDebugString();
   EXPECT_EQ(done.attempt(), 2);

@@ -1,19 +1,16 @@
 // Runs the aijobs-worker binary (from $AIJOBS_BIN_DIR, set by ctest) against an in-process
 // fake scheduler: flags, a job end to end, and SIGTERM -> drain -> exit 0.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
-#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures/process.h"
 #include "workers/fake_scheduler.h"
 #include "workers/test_util.h"
-
-extern char** environ;
 
 namespace aijobs::worker {
 namespace {
@@ -22,55 +19,33 @@ using testing::FakeServer;
 using testing::JsonStruct;
 using testing::kWait;
 
-std::string WorkerBinary() {
-  const char* dir = std::getenv("AIJOBS_BIN_DIR");
-  return dir == nullptr ? "" : absl::StrCat(dir, "/aijobs-worker");
+// Starts aijobs-worker (from $AIJOBS_BIN_DIR) with `args`; the Process kills it if the test
+// ends early.
+std::unique_ptr<aijobs::testing::Process> StartWorker(std::vector<std::string> args) {
+  absl::StatusOr<std::unique_ptr<aijobs::testing::Process>> p = aijobs::testing::Process::Start(
+      {aijobs::testing::BinPath("aijobs-worker"), std::move(args), {}, false, ""});
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? std::move(*p) : nullptr;
 }
 
-// Starts the binary; returns its pid (or -1).
-pid_t Spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  std::string bin = WorkerBinary();
-  argv.push_back(bin.data());
-  std::vector<std::string> copy = args;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, bin.c_str(), nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  return pid;
-}
-
-// Waits for the process to exit; returns its exit code, or -1 on timeout or a signal death
-// (then the process is killed).
-int WaitExit(pid_t pid, absl::Duration timeout) {
-  absl::Time until = absl::Now() + timeout;
-  for (;;) {
-    int status = 0;
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (absl::Now() >= until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    absl::SleepFor(absl::Milliseconds(10));  // polling a child's exit; bounded by `until`
-  }
+// The exit code (128 + signal for a signal death), or -1 when it did not end in time.
+int ExitCode(aijobs::testing::Process* p) {
+  absl::StatusOr<int> code = p->Wait(kWait);
+  return code.ok() ? *code : -1;
 }
 
 TEST(WorkerMainTest, MissingSchedulerFlagExitsWithUsageError) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
-  pid_t pid = Spawn({});
-  ASSERT_GT(pid, 0);
-  EXPECT_EQ(WaitExit(pid, kWait), 2);
+  auto worker = StartWorker({});
+  ASSERT_NE(worker, nullptr);
+  EXPECT_EQ(ExitCode(worker.get()), 2);
 }
 
 TEST(WorkerMainTest, RunsAJobThenDrainsOnSigtermAndExitsZero) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
   FakeServer server(0);
-  pid_t pid = Spawn({absl::StrCat("--scheduler=127.0.0.1:", server.port), "--worker_id=main-test",
+  auto worker = StartWorker({absl::StrCat("--scheduler=127.0.0.1:", server.port), "--worker_id=main-test",
                      "--slots=4", "--job_types=chat", "--sim_ttft_ms=0", "--sim_tokens=4",
-                     "--sim_tokens_per_s=0"});
-  ASSERT_GT(pid, 0);
+                            "--sim_tokens_per_s=0"});
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return !m.empty(); }))
       << "the worker never said hello";
   const auto hello = server.service.received()[0].hello();
@@ -95,7 +70,7 @@ TEST(WorkerMainTest, RunsAJobThenDrainsOnSigtermAndExitsZero) {
     }
     return false;
   }));
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  ASSERT_TRUE(worker->Signal(SIGTERM).ok());
   ASSERT_TRUE(server.service.WaitClosed(1));
   bool draining = false;
   std::string text;
@@ -110,7 +85,7 @@ TEST(WorkerMainTest, RunsAJobThenDrainsOnSigtermAndExitsZero) {
   }
   EXPECT_TRUE(draining);
   EXPECT_TRUE(completed);
-  EXPECT_EQ(WaitExit(pid, kWait), 0);
+  EXPECT_EQ(ExitCode(worker.get()), 0);
 }
 
 }  // namespace

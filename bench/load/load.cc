@@ -25,6 +25,7 @@
 #include "absl/synchronization/notification.h"
 #include "aijobs/client.h"
 #include "bench/http_client.h"
+#include "common/sse_parser.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace aijobs::load {
@@ -184,7 +185,7 @@ class HttpTransport final : public Transport {
         "GET", absl::StrCat("/v1/jobs/", QueryEscape(job_id), "/events"), host_header_, headers);
     int status = 0;
     std::string error_body;
-    bench::SseParser sse;
+    SseParser sse;
     absl::Status event_error;
     v1::Job final_job;
     bool got_final = false;
@@ -195,7 +196,7 @@ class HttpTransport final : public Transport {
             error_body.append(piece.data(), piece.size());
             return true;
           }
-          return sse.Feed(piece, [&](const bench::SseEvent& ev) {
+          return sse.Feed(piece, [&](const SseEvent& ev) {
             if (ev.event == "error") {
               event_error = HttpError(500, ev.data);
               return false;

@@ -111,6 +111,7 @@ absl::Status AddRule(const google::protobuf::ServiceDescriptor* service,
                              method->output_type()->full_name()));
   }
   route.grpc_path = absl::StrCat("/", service->full_name(), "/", method->name());
+  route.label = absl::StrCat(route.http_method, " ", route.path.text());
   route.server_streaming = method->server_streaming();
   route.client_streaming = method->client_streaming();
 

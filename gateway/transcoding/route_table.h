@@ -27,6 +27,8 @@ struct Route {
   std::string response_body;
   // The gRPC method path for the generic stub, e.g. "/aijobs.v1.JobService/GetJob".
   std::string grpc_path;
+  // "METHOD template", e.g. "GET /v1/jobs/{job_id}": the bounded label of metrics and logs.
+  std::string label;
   bool server_streaming = false;
   // Client-streaming methods are listed too; the gateway decides whether it serves them.
   bool client_streaming = false;

@@ -34,7 +34,8 @@ TEST(RouteTableTest, BuildsEveryJobServiceRoute) {
   RouteTable table = JobRoutes();
   std::vector<std::string> got;
   for (const Route& r : table.routes()) {
-    got.push_back(r.http_method + " " + r.path.text() + " -> " + r.grpc_path + " body=" + r.body +
+    // The label ("METHOD template") names the route in metrics and logs.
+    got.push_back(r.label + " -> " + r.grpc_path + " body=" + r.body +
                   (r.server_streaming ? " stream" : ""));
   }
   // Other annotated methods may be added to the contract later; these must stay.

@@ -21,7 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "aijobs/v1/openai.pb.h"
 #include "common/time_util.h"
-#include "workers/openai/sse_parser.h"
+#include "common/sse_parser.h"
 
 namespace aijobs::openai {
 namespace {

@@ -1,16 +1,12 @@
 // Runs the aijobs-worker binary (from $AIJOBS_BIN_DIR, set by ctest) with --providers: a bad
 // file stops start-up with exit code 2 and a message naming the field; a good one routes jobs
 // over its model groups and advertises its response-cache opt-ins in hello.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
-#include <sstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,10 +14,9 @@
 #include "common/time_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures/process.h"
 #include "workers/fake_scheduler.h"
 #include "workers/test_util.h"
-
-extern char** environ;
 
 namespace aijobs::worker {
 namespace {
@@ -31,56 +26,24 @@ using ::testing::HasSubstr;
 using testing::JsonStruct;
 using testing::kWait;
 
-std::string WorkerBinary() {
-  const char* dir = std::getenv("AIJOBS_BIN_DIR");
-  return dir == nullptr ? "" : absl::StrCat(dir, "/aijobs-worker");
-}
-
 std::string TempPath(const std::string& suffix) {
   static int counter = 0;
   return absl::StrCat(::testing::TempDir(), "/providers_flag_", getpid(), "_", counter++, suffix);
 }
 
-// Starts the binary with stderr going to `stderr_path`; returns its pid (or -1).
-pid_t Spawn(const std::vector<std::string>& args, const std::string& stderr_path) {
-  std::vector<char*> argv;
-  std::string bin = WorkerBinary();
-  argv.push_back(bin.data());
-  std::vector<std::string> copy = args;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, bin.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
+// Starts aijobs-worker (from $AIJOBS_BIN_DIR) with `args`, stderr in its own log; the
+// Process kills it if the test ends early.
+std::unique_ptr<aijobs::testing::Process> StartWorker(std::vector<std::string> args) {
+  absl::StatusOr<std::unique_ptr<aijobs::testing::Process>> p = aijobs::testing::Process::Start(
+      {aijobs::testing::BinPath("aijobs-worker"), std::move(args), {}, true, ""});
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? std::move(*p) : nullptr;
 }
 
-// Waits for the process to exit; returns its exit code, or -1 on timeout or a signal death
-// (then the process is killed).
-int WaitExit(pid_t pid, absl::Duration timeout) {
-  absl::Time until = absl::Now() + timeout;
-  for (;;) {
-    int status = 0;
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (absl::Now() >= until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    absl::SleepFor(absl::Milliseconds(10));  // polling a child's exit; bounded by `until`
-  }
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+// The exit code (128 + signal for a signal death), or -1 when it did not end in time.
+int ExitCode(aijobs::testing::Process* p) {
+  absl::StatusOr<int> code = p->Wait(kWait);
+  return code.ok() ? *code : -1;
 }
 
 std::string WriteConfig(const std::string& text, const std::string& suffix) {
@@ -92,18 +55,14 @@ std::string WriteConfig(const std::string& text, const std::string& suffix) {
 // Runs the worker with `config`; returns {exit code, stderr}.
 std::pair<int, std::string> RunWithConfig(const std::string& config, const std::string& suffix) {
   std::string path = WriteConfig(config, suffix);
-  std::string err = TempPath(".stderr");
-  pid_t pid = Spawn({"--scheduler=127.0.0.1:1", absl::StrCat("--providers=", path)}, err);
-  EXPECT_GT(pid, 0);
-  int code = pid > 0 ? WaitExit(pid, kWait) : -1;
-  std::string text = ReadFile(err);
+  auto worker = StartWorker({"--scheduler=127.0.0.1:1", absl::StrCat("--providers=", path)});
+  std::pair<int, std::string> out{-1, ""};
+  if (worker != nullptr) out = {ExitCode(worker.get()), worker->ReadStderr()};
   std::remove(path.c_str());
-  std::remove(err.c_str());
-  return {code, text};
+  return out;
 }
 
 TEST(ProvidersFlagTest, BadTextConfigExitsTwoNamingTheField) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
   auto [code, err] = RunWithConfig(
       R"pb(
         deployments { name: "local" provider: "sim" }
@@ -118,7 +77,6 @@ TEST(ProvidersFlagTest, BadTextConfigExitsTwoNamingTheField) {
 }
 
 TEST(ProvidersFlagTest, BadJsonConfigExitsTwoNamingTheField) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
   auto [code, err] = RunWithConfig(R"({
     "deployments": [{"name": "local", "provider": "sim"}],
     "modelGroups": [{"name": "g", "members": [{"deployment": "cloud"}]}]})",
@@ -129,17 +87,13 @@ TEST(ProvidersFlagTest, BadJsonConfigExitsTwoNamingTheField) {
 }
 
 TEST(ProvidersFlagTest, MissingFileExitsTwo) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
-  std::string err = TempPath(".stderr");
-  pid_t pid = Spawn({"--scheduler=127.0.0.1:1", "--providers=/nonexistent/p.textproto"}, err);
-  ASSERT_GT(pid, 0);
-  EXPECT_EQ(WaitExit(pid, kWait), 2);
-  EXPECT_THAT(ReadFile(err), HasSubstr("/nonexistent/p.textproto"));
-  std::remove(err.c_str());
+  auto worker = StartWorker({"--scheduler=127.0.0.1:1", "--providers=/nonexistent/p.textproto"});
+  ASSERT_NE(worker, nullptr);
+  EXPECT_EQ(ExitCode(worker.get()), 2);
+  EXPECT_THAT(worker->ReadStderr(), HasSubstr("/nonexistent/p.textproto"));
 }
 
 TEST(ProvidersFlagTest, RoutesJobsOverModelGroupsAndAdvertisesTheCache) {
-  ASSERT_FALSE(WorkerBinary().empty()) << "AIJOBS_BIN_DIR is not set: run this test via ctest";
   std::string path = WriteConfig(R"pb(
                                    deployments { name: "primary" provider: "sim" }
                                    deployments { name: "backup" provider: "sim" }
@@ -150,15 +104,14 @@ TEST(ProvidersFlagTest, RoutesJobsOverModelGroupsAndAdvertisesTheCache) {
                                      cache_ttl { seconds: 90 }
                                    })pb",
                                  ".pbtxt");
-  std::string err = TempPath(".stderr");
   FakeServer server(0);
-  pid_t pid = Spawn({absl::StrCat("--scheduler=127.0.0.1:", server.port), "--worker_id=prov-test",
-                     "--job_types=chat", "--sim_ttft_ms=0", "--sim_tokens=3",
-                     "--sim_tokens_per_s=0", absl::StrCat("--providers=", path)},
-                    err);
-  ASSERT_GT(pid, 0);
+  auto worker = StartWorker({absl::StrCat("--scheduler=127.0.0.1:", server.port),
+                             "--worker_id=prov-test", "--job_types=chat", "--sim_ttft_ms=0",
+                             "--sim_tokens=3", "--sim_tokens_per_s=0",
+                             absl::StrCat("--providers=", path)});
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return !m.empty(); }))
-      << "the worker never said hello: " << ReadFile(err);
+      << "the worker never said hello: " << worker->ReadStderr();
   const auto hello = server.service.received()[0].hello();
   ASSERT_EQ(hello.cache_adverts_size(), 2);  // chat x {"assistant", "" (the default group)}
   EXPECT_EQ(hello.cache_adverts(0).job_type(), "chat");
@@ -184,7 +137,7 @@ TEST(ProvidersFlagTest, RoutesJobsOverModelGroupsAndAdvertisesTheCache) {
     int ended = 0;
     for (const auto& x : m) ended += x.completions_size() + x.failures_size();
     return ended == 2;
-  })) << ReadFile(err);
+  })) << worker->ReadStderr();
   std::string text;
   for (const auto& m : server.service.received()) {
     for (const auto& o : m.outputs()) {
@@ -202,10 +155,9 @@ TEST(ProvidersFlagTest, RoutesJobsOverModelGroupsAndAdvertisesTheCache) {
     }
   }
   EXPECT_FALSE(text.empty());
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
-  EXPECT_EQ(WaitExit(pid, kWait), 0);
+  ASSERT_TRUE(worker->Signal(SIGTERM).ok());
+  EXPECT_EQ(ExitCode(worker.get()), 0);
   std::remove(path.c_str());
-  std::remove(err.c_str());
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 
-namespace aijobs::openai {
+namespace aijobs {
 
 struct SseEvent {
   std::string event;  // The `event:` field; "message" when the event had none.
@@ -47,4 +47,4 @@ class SseParser {
   long retry_ms_ = -1;
 };
 
-}  // namespace aijobs::openai
+}  // namespace aijobs

@@ -1,8 +1,8 @@
-#include "workers/openai/sse_parser.h"
+#include "common/sse_parser.h"
 
 #include <cstring>
 
-namespace aijobs::openai {
+namespace aijobs {
 
 bool SseParser::Feed(absl::string_view bytes, absl::FunctionRef<bool(const SseEvent&)> on_event) {
   const char* p = bytes.data();
@@ -98,4 +98,4 @@ bool SseParser::ProcessLine(absl::string_view line,
   return true;
 }
 
-}  // namespace aijobs::openai
+}  // namespace aijobs

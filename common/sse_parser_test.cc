@@ -1,4 +1,4 @@
-#include "workers/openai/sse_parser.h"
+#include "common/sse_parser.h"
 
 #include <string>
 #include <vector>
@@ -6,7 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace aijobs::openai {
+namespace aijobs {
 namespace {
 
 using ::testing::ElementsAre;
@@ -133,4 +133,4 @@ TEST(SseParserTest, ChunksSplitAtEveryBytePosition) {
 }
 
 }  // namespace
-}  // namespace aijobs::openai
+}  // namespace aijobs
