@@ -30,12 +30,28 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
   return reactor;
 }
 
+// How long a caller turned away by a full executor is asked to wait.
+constexpr absl::Duration kOverloadRetryAfter = absl::Seconds(1);
+
+// The answer to work an executor refused (`refused`: its RESOURCE_EXHAUSTED). Adds the retry
+// hint to the trailing metadata, so call it before Finish.
+grpc::Status Overloaded(grpc::CallbackServerContext* ctx, const absl::Status& refused) {
+  std::string seconds = absl::StrCat(absl::ToInt64Seconds(kOverloadRetryAfter));
+  ctx->AddTrailingMetadata("retry-after", seconds);
+  ctx->AddTrailingMetadata("x-http-header-retry-after", seconds);
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("scheduler overloaded (", refused.message(), "); retry in ",
+                                   absl::FormatDuration(kOverloadRetryAfter)));
+}
+
 // Runs `work` (database calls) on the executor, never on gRPC's thread, and finishes the
-// call with the status it returns.
+// call with the status it returns; RESOURCE_EXHAUSTED at once when the executor is full.
 grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Executor* executor,
                                         std::function<absl::Status()> work) {
   auto* reactor = ctx->DefaultReactor();
-  executor->Run([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
+  absl::Status queued = executor->TryRun(
+      [reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
+  if (!queued.ok()) reactor->Finish(Overloaded(ctx, queued));
   return reactor;
 }
 
@@ -66,7 +82,13 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::JobEvent>,
         job_id_(std::move(job_id)),
         cursor_(after_seq) {}
 
-  void Start(std::shared_ptr<WatchStream> self);
+  // Subscribes and queues the replay; RESOURCE_EXHAUSTED when the watch lane is full (then
+  // the caller finishes the call with FinishRefused).
+  absl::Status Start(std::shared_ptr<WatchStream> self);
+  void FinishRefused(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
 
   void OnEvent(const v1::JobEvent& event) override {
     absl::MutexLock lock(&mu_);
@@ -235,7 +257,15 @@ class WatchRegistry {
   std::thread thread_;
 };
 
-void WatchStream::Start(std::shared_ptr<WatchStream> self) {
+namespace {
+
+Executor* WatchLane(const JobServiceDeps& deps) {
+  return deps.watch_executor != nullptr ? deps.watch_executor : deps.executor;
+}
+
+}  // namespace
+
+absl::Status WatchStream::Start(std::shared_ptr<WatchStream> self) {
   self_ = self;
   registry_->Add(self);
   std::vector<v1::JobEvent> buffered = deps_->hub->Subscribe(job_id_, self);
@@ -244,7 +274,12 @@ void WatchStream::Start(std::shared_ptr<WatchStream> self) {
     early_.insert(early_.begin(), buffered.begin(), buffered.end());
     reading_ = true;
   }
-  deps_->executor->Run([self] { self->ReadDatabase(true); });
+  absl::Status queued = WatchLane(*deps_)->TryRun([self] { self->ReadDatabase(true); });
+  if (!queued.ok()) {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+  }
+  return queued;
 }
 
 void WatchStream::Poll() {
@@ -254,7 +289,11 @@ void WatchStream::Poll() {
     reading_ = true;
   }
   auto self = shared_from_this();
-  deps_->executor->Run([self] { self->ReadDatabase(false); });
+  absl::Status queued = WatchLane(*deps_)->TryRun([self] { self->ReadDatabase(false); });
+  if (!queued.ok()) {  // the next poll tries again
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+  }
 }
 
 void WatchStream::ReadDatabase(bool first) {
@@ -319,10 +358,16 @@ size_t JobServiceImpl::WatchCount() { return watches_->size(); }
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                     const v1::SubmitJobRequest* request,
                                                     v1::Job* job) {
+  // The registry answers from memory. Its INVALID_ARGUMENT becomes validation's own message;
+  // UNAVAILABLE (the types could not be loaded) is answered as such, after the input checks.
   JobTypeRegistry* types = deps_.types;
-  absl::Status valid = ValidateSubmit(*request, deps_.limits,
-                                      [types](const std::string& t) { return types->IsKnown(t); });
+  absl::Status type_known;
+  absl::Status valid = ValidateSubmit(*request, deps_.limits, [&](const std::string& t) {
+    type_known = types->IsKnown(t);
+    return !absl::IsInvalidArgument(type_known);
+  });
   if (!valid.ok()) return FinishNow(ctx, valid);
+  if (!type_known.ok()) return FinishNow(ctx, type_known);
   NewJob nj;
   nj.id = NewUuid();
   nj.caller = CallerFrom(*ctx);
@@ -356,7 +401,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
     deps_.batcher->Submit(std::move(nj), std::move(answer));
     return reactor;
   }
-  deps_.executor->Run([this, nj = std::move(nj), answer = std::move(answer)]() mutable {
+  auto lookup = [this, nj = std::move(nj), answer = std::move(answer)]() mutable {
     auto hit = deps_.store->InsertFromCache(nj);
     if (!hit.ok()) {
       answer(hit.status());
@@ -367,7 +412,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
       return;
     }
     deps_.batcher->Submit(std::move(nj), std::move(answer));
-  });
+  };
+  absl::Status queued = deps_.executor->TryRun(std::move(lookup));
+  if (!queued.ok()) reactor->Finish(Overloaded(ctx, queued));
   return reactor;
 }
 
@@ -397,7 +444,8 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
   }
   auto w = std::make_shared<WatchStream>(&deps_, watches_.get(), CallerFrom(*ctx),
                                          request->job_id(), request->after_seq());
-  w->Start(w);
+  absl::Status started = w->Start(w);
+  if (!started.ok()) w->FinishRefused(Overloaded(ctx, started));
   return w.get();
 }
 

@@ -4,6 +4,10 @@
 // with Job.cached = true and never reaches the batcher or a worker); WatchJob streams from
 // the EventHub after replaying job_events.
 //
+// Work an executor refuses (its queue is full) is answered RESOURCE_EXHAUSTED "scheduler
+// overloaded; retry in 1s", with trailing metadata retry-after: 1 (and
+// x-http-header-retry-after, which the gateway sends as Retry-After).
+//
 // SubmitJob sets initial metadata for the HTTP gateway: x-http-code (202 when the job is
 // pending, 200 when it is already finished, e.g. a cache hit) and x-http-header-location
 // (/v1/jobs/<id>).
@@ -34,7 +38,11 @@ struct JobServiceDeps {
   EventHub* hub;
   Dispatcher* dispatcher;
   SubmitBatcher* batcher;
+  // Unary calls' database work (bounded: a full queue answers RESOURCE_EXHAUSTED).
   Executor* executor;
+  // WatchJob's replays and re-reads, apart so a burst of watches cannot delay unary calls
+  // (may be null: `executor` serves them too).
+  Executor* watch_executor = nullptr;
   JobTypeRegistry* types;
   // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
   CacheAdvertRegistry* cache_adverts = nullptr;

@@ -1,30 +1,45 @@
 #include "scheduler/job_type_registry.h"
 
-#include "absl/time/clock.h"
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace aijobs::scheduler {
 
-JobTypeRegistry::JobTypeRegistry(JobStore* store) : store_(store) {
+JobTypeRegistry::JobTypeRegistry(JobStore* store, JobTypeRegistryOptions options)
+    : store_(store), options_(std::move(options)) {
   known_.insert("chat");
   known_.insert("embed");
+  if (options_.refresh_in_background) thread_ = std::thread([this] { Loop(); });
 }
 
-bool JobTypeRegistry::IsKnown(const std::string& type) {
+JobTypeRegistry::~JobTypeRegistry() {
   {
     absl::MutexLock lock(&mu_);
-    if (known_.contains(type)) return true;
-    if (absl::Now() - last_refresh_ < absl::Seconds(1)) return false;
-    last_refresh_ = absl::Now();
+    stopping_ = true;
   }
-  auto types = store_->KnownJobTypes();
-  if (!types.ok()) {
-    spdlog::warn("reading known job types failed: {}", types.status().ToString());
-    return false;
-  }
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status JobTypeRegistry::IsKnown(const std::string& type) {
   absl::MutexLock lock(&mu_);
-  for (auto& t : *types) known_.insert(t);
-  return known_.contains(type);
+  if (known_.contains(type)) return absl::OkStatus();
+  refresh_requested_ = true;  // perhaps registered on another replica since the last read
+  if (last_success_ == absl::InfinitePast()) {
+    return absl::UnavailableError(
+        absl::StrCat("job types could not be loaded: database unavailable; retry (",
+                     last_error_.ok() ? "not read yet" : last_error_.ToString(), ")"));
+  }
+  if (options_.clock() - last_success_ > options_.max_staleness) {
+    // The reads since failed or hang: the type may well have been registered meanwhile.
+    return absl::UnavailableError(
+        absl::StrCat("job types could not be loaded: database unavailable; retry (last read ",
+                     last_error_.ok() ? "still running" : last_error_.ToString(), ")"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown job type \"", type,
+                   "\": no worker has registered it and it is not built in (chat, embed)"));
 }
 
 void JobTypeRegistry::Register(const std::vector<std::string>& types) {
@@ -37,6 +52,45 @@ void JobTypeRegistry::Register(const std::vector<std::string>& types) {
   }
   absl::Status s = store_->RegisterJobTypes(types);
   if (!s.ok()) spdlog::warn("recording job types failed: {}", s.ToString());
+}
+
+absl::Status JobTypeRegistry::Refresh() {
+  auto types = store_->KnownJobTypes();
+  absl::MutexLock lock(&mu_);
+  if (!types.ok()) {
+    last_error_ = types.status();
+    return types.status();
+  }
+  for (auto& t : *types) known_.insert(std::move(t));
+  last_success_ = options_.clock();
+  last_error_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+void JobTypeRegistry::Loop() {
+  absl::Time last_read = absl::InfinitePast();  // real time: it paces the reads
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      while (true) {
+        if (stopping_) return;
+        absl::Time now = absl::Now();
+        absl::Time due = last_read + options_.refresh_interval;
+        if (refresh_requested_) due = std::min(due, last_read + options_.min_refresh_gap);
+        if (now >= due) break;
+        // Already asked: only stopping can cut the wait short. Otherwise a request can.
+        bool asked = refresh_requested_;
+        auto wake = [this, asked]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return stopping_ || (!asked && refresh_requested_);
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&wake), due);
+      }
+      refresh_requested_ = false;  // a request during the read asks for another one
+    }
+    absl::Status s = Refresh();
+    if (!s.ok()) spdlog::warn("reading known job types failed: {}", s.ToString());
+    last_read = absl::Now();
+  }
 }
 
 }  // namespace aijobs::scheduler

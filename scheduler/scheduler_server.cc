@@ -33,6 +33,7 @@ struct SchedulerServer::Impl {
   std::unique_ptr<PgJobStore> store;
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
+  std::unique_ptr<Executor> watch_executor;
   std::unique_ptr<JobTypeRegistry> types;
   std::unique_ptr<CacheAdvertRegistry> cache_adverts;
   std::unique_ptr<AttemptFinisher> finisher;
@@ -84,8 +85,20 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
                                                   30000, /*synchronous_commit=*/false);
   impl->store = std::make_unique<PgJobStore>(impl->pool.get(), impl->relaxed_pool.get());
   impl->hub = std::make_unique<EventHub>();
-  impl->executor = std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2));
+  // Unary calls and watch replays run in separate bounded lanes: a full lane answers
+  // RESOURCE_EXHAUSTED rather than queueing without limit, and watches cannot delay submits.
+  constexpr size_t kUnaryQueueLimit = 1024;
+  constexpr size_t kWatchQueueLimit = 512;
+  impl->executor =
+      std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2), kUnaryQueueLimit);
+  impl->watch_executor =
+      std::make_unique<Executor>("watch", std::max(2, o.db_pool_size / 4), kWatchQueueLimit);
   impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());
+  // A first list before serving, so the first submits are judged on it (the background
+  // thread keeps it fresh from here on).
+  if (absl::Status s = impl->types->Refresh(); !s.ok()) {
+    spdlog::warn("reading known job types failed: {}", s.ToString());
+  }
   impl->cache_adverts = std::make_unique<CacheAdvertRegistry>();
   Impl* raw = impl.get();
   impl->finisher = std::make_unique<AttemptFinisher>(
@@ -116,6 +129,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.dispatcher = impl->dispatcher.get();
   jdeps.batcher = impl->batcher.get();
   jdeps.executor = impl->executor.get();
+  jdeps.watch_executor = impl->watch_executor.get();
   jdeps.types = impl->types.get();
   jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;

@@ -1,0 +1,183 @@
+// JobTypeRegistry: answers from memory; tells "no such type" (INVALID_ARGUMENT) from "the
+// types could not be loaded" (UNAVAILABLE); never waits for the database (issue 9, bug 3).
+#include "scheduler/job_type_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "scheduler/testing/fake_job_store.h"
+
+namespace aijobs::scheduler {
+namespace {
+
+// KnownJobTypes answers what the test sets (or blocks until released); counts the reads.
+class TypesStore : public FakeJobStore {
+ public:
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+    reads_.fetch_add(1);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](TypesStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return !s->blocked_; }, this));
+    return answer_;
+  }
+  absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
+    return absl::UnavailableError("connection to the database refused");
+  }
+  void Answer(absl::StatusOr<std::vector<std::string>> a) {
+    absl::MutexLock lock(&mu_);
+    answer_ = std::move(a);
+  }
+  void Block(bool b) {
+    absl::MutexLock lock(&mu_);
+    blocked_ = b;
+  }
+
+  std::atomic<int> reads_{0};
+
+ private:
+  absl::Mutex mu_;
+  bool blocked_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<std::vector<std::string>> answer_ ABSL_GUARDED_BY(mu_) =
+      std::vector<std::string>{};
+};
+
+// A clock the test moves.
+struct FakeClock {
+  std::function<absl::Time()> Fn() {
+    return [this] {
+      absl::MutexLock lock(&mu);
+      return now;
+    };
+  }
+  void Advance(absl::Duration d) {
+    absl::MutexLock lock(&mu);
+    now += d;
+  }
+  absl::Mutex mu;
+  absl::Time now ABSL_GUARDED_BY(mu) = absl::FromUnixSeconds(1700000000);
+};
+
+JobTypeRegistryOptions Manual(FakeClock& clock) {
+  JobTypeRegistryOptions o;
+  o.refresh_in_background = false;
+  o.max_staleness = absl::Seconds(30);
+  o.clock = clock.Fn();
+  return o;
+}
+
+bool WaitFor(const std::function<bool()>& done) {
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (!done()) {
+    if (absl::Now() > until) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+TEST(JobTypeRegistryTest, BuiltInsAreKnownBeforeAnyRead) {
+  TypesStore store;
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  EXPECT_TRUE(types.IsKnown("chat").ok());
+  EXPECT_TRUE(types.IsKnown("embed").ok());
+  EXPECT_EQ(store.reads_.load(), 0);
+}
+
+TEST(JobTypeRegistryTest, UnknownAfterAFreshReadIsInvalidArgument) {
+  TypesStore store;
+  store.Answer(std::vector<std::string>{"summarize"});
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_TRUE(types.IsKnown("summarize").ok());
+  absl::Status s = types.IsKnown("translate");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("unknown job type \"translate\""), absl::string_view::npos) << s;
+}
+
+TEST(JobTypeRegistryTest, NeverLoadedIsUnavailableNotInvalidArgument) {
+  TypesStore store;
+  store.Answer(absl::UnavailableError("connection to the database refused"));
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  EXPECT_FALSE(types.Refresh().ok());
+  absl::Status s = types.IsKnown("summarize");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("job types could not be loaded"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("retry"), absl::string_view::npos) << s;
+}
+
+TEST(JobTypeRegistryTest, StaleListWithFailingReadsIsUnavailable) {
+  TypesStore store;
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  ASSERT_TRUE(types.Refresh().ok());
+  store.Answer(absl::UnavailableError("connection to the database refused"));
+  // A failed read while the list is recent: still trusted.
+  clock.Advance(absl::Seconds(10));
+  EXPECT_FALSE(types.Refresh().ok());
+  EXPECT_EQ(types.IsKnown("summarize").code(), absl::StatusCode::kInvalidArgument);
+  // Past the bound: no longer.
+  clock.Advance(absl::Seconds(25));
+  EXPECT_FALSE(types.Refresh().ok());
+  EXPECT_EQ(types.IsKnown("summarize").code(), absl::StatusCode::kUnavailable);
+  // A read that succeeds again restores the answer.
+  store.Answer(std::vector<std::string>{"summarize"});
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_TRUE(types.IsKnown("summarize").ok());
+  EXPECT_EQ(types.IsKnown("translate").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobTypeRegistryTest, LocallyRegisteredTypesAreKnownAtOnce) {
+  TypesStore store;  // RegisterJobTypes fails, and nothing was ever read
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  types.Register({"summarize"});
+  EXPECT_TRUE(types.IsKnown("summarize").ok());
+}
+
+TEST(JobTypeRegistryTest, IsKnownDoesNotBlockWhileTheReadHangs) {
+  TypesStore store;
+  store.Block(true);
+  store.Answer(std::vector<std::string>{"summarize"});
+  JobTypeRegistryOptions o;
+  o.min_refresh_gap = absl::Milliseconds(1);
+  JobTypeRegistry types(&store, o);
+  ASSERT_TRUE(WaitFor([&] { return store.reads_.load() == 1; }));  // the read hangs
+  absl::Notification answered;
+  absl::Status s;
+  std::thread caller([&] {
+    s = types.IsKnown("summarize");
+    answered.Notify();
+  });
+  bool in_time = answered.WaitForNotificationWithTimeout(absl::Seconds(5));
+  store.Block(false);
+  caller.join();
+  ASSERT_TRUE(in_time) << "IsKnown waited for the database";
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  // Once the read comes back, the type is known without anyone waiting for it.
+  EXPECT_TRUE(WaitFor([&] { return types.IsKnown("summarize").ok(); }));
+}
+
+TEST(JobTypeRegistryTest, UnknownTypeAsksForAReadInTheBackground) {
+  TypesStore store;
+  JobTypeRegistryOptions o;
+  o.refresh_interval = absl::Hours(1);  // only requests cause reads after the first
+  o.min_refresh_gap = absl::Milliseconds(1);
+  JobTypeRegistry types(&store, o);
+  ASSERT_TRUE(WaitFor([&] { return types.IsKnown("chat").ok() && store.reads_.load() == 1; }));
+  ASSERT_TRUE(WaitFor(
+      [&] { return types.IsKnown("summarize").code() == absl::StatusCode::kInvalidArgument; }));
+  // Another replica's worker registers it; asking about it again triggers a read.
+  store.Answer(std::vector<std::string>{"summarize"});
+  EXPECT_TRUE(WaitFor([&] { return types.IsKnown("summarize").ok(); }));
+}
+
+}  // namespace
+}  // namespace aijobs::scheduler
