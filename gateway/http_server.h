@@ -2,7 +2,9 @@
 // of keep-alive (and pipelined) connections, never a thread per connection. Each request is
 // handed to a RequestHandler as an HttpExchange, answered once with Respond(), or streamed
 // with StartStream()/Write()/EndStream() (chunked transfer encoding, one write in flight,
-// heartbeats while idle, and a callback when the client goes away).
+// heartbeats while idle, and a callback when the client goes away). Requests are framed
+// strictly (RFC 9112: Transfer-Encoding only "chunked", exactly one Host in HTTP/1.1) and
+// trailer fields are dropped, never merged into the request's headers.
 //
 //   class Hello : public RequestHandler { void Handle(std::shared_ptr<HttpExchange> x) override {
 //     x->Respond(MakeResponse(*x, 200, "text/plain", "hi")); } };
@@ -75,8 +77,10 @@ class RequestHandler {
   virtual ~RequestHandler() = default;
   // Called on an io thread for every complete request; must not block.
   virtual void Handle(std::shared_ptr<HttpExchange> exchange) = 0;
-  // Called instead of Handle when a request cannot be read: 400 (malformed) or 413 (body
-  // over the limit). The connection closes after the response.
+  // Called instead of Handle when a request cannot be read: 400 (malformed, header section
+  // plus trailers over 16 KiB, ambiguous framing: a final transfer coding other than chunked,
+  // not exactly one Host in HTTP/1.1), 413 (body over the limit) or 501 (a transfer coding
+  // other than chunked). The connection closes after the response.
   virtual HttpResponse RejectUnreadable(int http_status, absl::string_view reason) = 0;
 };
 

@@ -286,6 +286,7 @@ absl::Status ApplyBody(const Route& route, absl::string_view body, const JsonOpt
                      " takes no request body; send the request fields as query parameters"));
   }
   if (trimmed.empty()) return absl::OkStatus();
+  if (absl::Status s = CheckJsonDepth(trimmed); !s.ok()) return s;
   google::protobuf::util::JsonParseOptions parse;
   parse.ignore_unknown_fields = options.lenient;
   std::string json(trimmed.data(), trimmed.size());
@@ -346,6 +347,43 @@ absl::Status ApplyBindings(const std::vector<VariableBinding>& bindings, Message
 }
 
 }  // namespace
+
+absl::Status CheckJsonDepth(absl::string_view json, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // skip the escaped character: \" does not end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        if (++depth > max_depth) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "invalid JSON request body: objects and arrays nest deeper than the maximum "
+              "depth of ",
+              max_depth, " levels (at byte ", i, ")"));
+        }
+        break;
+      case '}':
+      case ']':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     absl::string_view query) {

@@ -19,6 +19,18 @@
 
 namespace aijobs::gateway {
 
+// The deepest nesting of JSON objects and arrays (combined; the body's own top-level object
+// or array is level 1) a request body may have. Protobuf 3.21's JSON converter takes
+// super-quadratic time in the nesting depth (16,000 nested arrays: seconds on the io thread),
+// so deeper bodies are refused by a linear scan before it sees them.
+inline constexpr int kMaxJsonDepth = 32;
+
+// Returns INVALID_ARGUMENT (naming the limit and where it was crossed) when `json` nests
+// objects and arrays deeper than `max_depth` levels, else OK. One pass, no allocation;
+// brackets inside strings do not count. It does not validate JSON: malformed input that stays
+// within the depth is left to the JSON parser, which reports it properly.
+absl::Status CheckJsonDepth(absl::string_view json, int max_depth = kMaxJsonDepth);
+
 struct JsonOptions {
   // Accept (and drop) unknown JSON fields and unknown query parameters instead of answering
   // INVALID_ARGUMENT.
@@ -34,7 +46,8 @@ struct JsonOptions {
 // Fills `request` (of type route.method->input_type(); cleared first) from an HTTP request:
 //  - body "*": the body is the request message's JSON; body "field": the body is that
 //    field's JSON; no body: the body must be empty (whitespace only is treated as empty).
-//    An empty body with body "*"/"field" leaves the fields unset.
+//    An empty body with body "*"/"field" leaves the fields unset. A body nested deeper than
+//    kMaxJsonDepth is INVALID_ARGUMENT before the JSON parser sees it.
 //  - query (after '?', still encoded; '+' is a space): every field not bound by the path or
 //    the body, by proto name or json name, nested with dots (?sub.subfield=x), repeated by
 //    repetition (?tag=a&tag=b), enums by name or number, bools true/false/1/0, 64-bit ints

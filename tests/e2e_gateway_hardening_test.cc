@@ -1,0 +1,322 @@
+// The HTTP gateway against hostile requests (issue 10): chunked trailers, deeply nested JSON
+// and ambiguous message framing, sent over a real socket to the real aijobs-gateway in front
+// of a real scheduler and PostgreSQL.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "tests/e2e_cluster.h"
+#include "tests/fixtures/http_client.h"
+
+namespace aijobs::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr char kChatBody[] =
+    R"({"type":"chat","input":{"messages":[{"role":"user","content":"hi"}]}})";
+
+// What the gateway sent back on one connection, and whether it closed it.
+struct RawReply {
+  std::string bytes;
+  bool closed = false;
+  // Status lines seen: "HTTP/1.x NNN" ("HTTP/1.1 request" in an error message is not one).
+  int Responses() const {
+    int n = 0;
+    for (size_t at = bytes.find("HTTP/1."); at != std::string::npos;
+         at = bytes.find("HTTP/1.", at + 1)) {
+      if (at + 12 <= bytes.size() && bytes[at + 8] == ' ' && absl::ascii_isdigit(bytes[at + 9]) &&
+          absl::ascii_isdigit(bytes[at + 10]) && absl::ascii_isdigit(bytes[at + 11])) {
+        ++n;
+      }
+    }
+    return n;
+  }
+};
+
+// Sends `raw` on a new connection to 127.0.0.1:port while reading what comes back, until the
+// gateway closes the connection, `linger` after the first answer byte (a keep-alive
+// connection stays open), or `timeout`. Unlike RawHttpExchange it reads while it sends, so a
+// request refused before it was read whole still gets its answer seen, and a send the
+// gateway stopped reading ends the sending, not the exchange.
+RawReply SendRaw(int port, const std::string& raw, absl::Duration timeout = absl::Seconds(10),
+                 absl::Duration linger = absl::Seconds(1)) {
+  RawReply reply;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    ADD_FAILURE() << "cannot connect to port " << port;
+    return reply;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  size_t sent = 0;
+  bool sending = true;
+  absl::Time deadline = absl::Now() + timeout;
+  char buf[16384];
+  while (absl::Now() < deadline) {
+    pollfd p{fd, static_cast<short>(POLLIN | (sending && sent < raw.size() ? POLLOUT : 0)), 0};
+    int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (poll(&p, 1, std::max(ms, 1)) <= 0) break;
+    if (p.revents & POLLOUT) {
+      ssize_t n = send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        sending = false;  // the gateway closed its side; what it answered is still readable
+      }
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n > 0) {
+        if (reply.bytes.empty()) deadline = std::min(deadline, absl::Now() + linger);
+        reply.bytes.append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        reply.closed = true;
+        break;
+      }
+    }
+  }
+  close(fd);
+  return reply;
+}
+
+// A chunked request: `body` in one chunk, then the last chunk with `trailers` (each
+// "Name: value", CRLF added) as its trailer section.
+std::string ChunkedRequest(const std::string& target, const std::string& body,
+                           const std::string& trailers) {
+  std::string raw = absl::StrCat("POST ", target,
+                                 " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 "Transfer-Encoding: chunked\r\n\r\n");
+  if (!body.empty()) absl::StrAppend(&raw, absl::Hex(body.size()), "\r\n", body, "\r\n");
+  absl::StrAppend(&raw, "0\r\n", trailers, "\r\n");
+  return raw;
+}
+
+// The resident set of process `pid` in bytes (0 when unreadable).
+int64_t ResidentBytes(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    absl::string_view v = line;
+    if (absl::ConsumePrefix(&v, "VmRSS:")) {
+      int64_t kb = 0;
+      if (absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(v), " kB"), &kb)) {
+        return kb * 1024;
+      }
+    }
+  }
+  return 0;
+}
+
+class GatewayHardeningTest : public E2eTest {
+ protected:
+  void SetUp() override {
+    E2eTest::SetUp();
+    ASSERT_NO_FATAL_FAILURE(StartScheduler());
+    base_ = StartGateway();
+    ASSERT_FALSE(base_.empty());
+  }
+
+  RawReply Send(const std::string& raw) { return SendRaw(gateway_port(), raw); }
+
+  // The gateway still runs and serves a fresh connection.
+  void ExpectAlive() {
+    EXPECT_TRUE(gateway()->IsRunning()) << gateway()->LogTail();
+    EXPECT_EQ(HttpCall("GET", base_ + "/healthz").status, 200);
+  }
+
+  std::string base_;
+};
+
+// --- 1. Trailers ---
+
+TEST_F(GatewayHardeningTest, TrailerFieldOver64KiBIs400AndTheGatewaySurvives) {
+  // Beast threw std::length_error ("field value too large") through the io thread.
+  RawReply value = Send(ChunkedRequest("/v1/jobs", kChatBody, "X: " + std::string(70000, 'a')));
+  EXPECT_THAT(value.bytes, StartsWith("HTTP/1.1 400")) << value.bytes;
+  EXPECT_TRUE(value.closed);
+  ASSERT_NO_FATAL_FAILURE(ExpectAlive());
+  RawReply name = Send(ChunkedRequest("/v1/jobs", kChatBody, std::string(70000, 'n') + ": v"));
+  EXPECT_THAT(name.bytes, StartsWith("HTTP/1.1 400")) << name.bytes;
+  EXPECT_TRUE(name.closed);
+  ExpectAlive();
+}
+
+TEST_F(GatewayHardeningTest, TrailersCountAgainstTheHeaderLimit) {
+  // 20 KB of small trailer fields: each fine alone, together over the 16 KiB header budget.
+  std::string trailers;
+  for (int i = 0; trailers.size() < 20000; ++i) {
+    absl::StrAppend(&trailers, "X-Pad-", i, ": ", std::string(100, 'p'), "\r\n");
+  }
+  RawReply over = Send(ChunkedRequest("/v1/jobs", kChatBody, trailers));
+  EXPECT_THAT(over.bytes, StartsWith("HTTP/1.1 400")) << over.bytes.substr(0, 300);
+  EXPECT_THAT(over.bytes, HasSubstr("limit of 16384 bytes"));
+  EXPECT_TRUE(over.closed);
+
+  // 64 MB of trailers used to be buffered whole; now the gateway stops reading.
+  const int64_t rss_before = ResidentBytes(gateway()->Pid());
+  std::string flood;
+  flood.reserve(64 << 20);
+  while (flood.size() < (64u << 20))
+    absl::StrAppend(&flood, "X-Flood: ", std::string(1000, 'f'), "\r\n");
+  RawReply flooded = Send(ChunkedRequest("/v1/jobs", kChatBody, flood));
+  EXPECT_THAT(flooded.bytes, StartsWith("HTTP/1.1 400")) << flooded.bytes.substr(0, 300);
+  EXPECT_TRUE(flooded.closed);
+  const int64_t rss_after = ResidentBytes(gateway()->Pid());
+  EXPECT_LT(rss_after - rss_before, 16 << 20) << rss_before << " -> " << rss_after;
+  ExpectAlive();
+}
+
+TEST_F(GatewayHardeningTest, TrailersNeverActAsHeaders) {
+  // Were trailers merged, the request id would be echoed and the 1 ns deadline would fail
+  // the call with 504.
+  RawReply r = Send(
+      ChunkedRequest("/v1/jobs", kChatBody, "X-Request-Id: from-trailer\r\nGrpc-Timeout: 1n\r\n"));
+  EXPECT_THAT(r.bytes, StartsWith("HTTP/1.1 202")) << r.bytes;
+  EXPECT_THAT(r.bytes, Not(HasSubstr("from-trailer")));
+  EXPECT_THAT(r.bytes, HasSubstr("X-Request-Id: "));
+  // The same fields as headers do act (the trailer check above is not vacuous).
+  RawReply h = Send(
+      "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: from-header\r\n"
+      "Grpc-Timeout: 1n\r\nContent-Length: " +
+      std::to_string(sizeof(kChatBody) - 1) + "\r\n\r\n" + kChatBody);
+  EXPECT_THAT(h.bytes, StartsWith("HTTP/1.1 504")) << h.bytes;
+  EXPECT_THAT(h.bytes, HasSubstr("from-header"));
+}
+
+// --- 2. Nesting depth ---
+
+// A valid chat submission whose input also holds `levels` nested arrays.
+std::string NestedSubmit(int levels) {
+  return absl::StrCat(R"({"type":"chat","input":{"messages":[{"role":"user","content":"hi"}],)",
+                      R"("x":)", std::string(levels, '['), std::string(levels, ']'), "}}");
+}
+
+TEST_F(GatewayHardeningTest, DeeplyNestedJsonIs400FastAndHealthzAnswersMeanwhile) {
+  // 16,000 nested arrays kept protobuf's JSON converter busy for seconds on the io thread.
+  HttpResult deep;
+  absl::Duration deep_took;
+  std::atomic<bool> done{false};
+  std::thread submitter([&] {
+    absl::Time start = absl::Now();
+    deep = HttpCall("POST", base_ + "/v1/jobs", NestedSubmit(16000), {}, absl::Seconds(30));
+    deep_took = absl::Now() - start;
+    done = true;
+  });
+  absl::Duration slowest_healthz;
+  int healthz_calls = 0;
+  while (!done || healthz_calls == 0) {
+    absl::Time start = absl::Now();
+    HttpResult h = HttpCall("GET", base_ + "/healthz", "", {}, absl::Seconds(30));
+    slowest_healthz = std::max(slowest_healthz, absl::Now() - start);
+    ++healthz_calls;
+    EXPECT_EQ(h.status, 200) << h.error;
+  }
+  submitter.join();
+  EXPECT_EQ(deep.status, 400) << deep.error << deep.body;
+  EXPECT_THAT(deep.body, HasSubstr("maximum depth of 32 levels"));
+  EXPECT_LT(deep_took, absl::Seconds(1));
+  EXPECT_LT(slowest_healthz, absl::Seconds(1));
+
+  // The body object is level 1, input level 2: 30 levels inside input is the maximum.
+  HttpResult at_limit = HttpCall("POST", base_ + "/v1/jobs", NestedSubmit(30));
+  EXPECT_EQ(at_limit.status, 202) << at_limit.body;
+  HttpResult over = HttpCall("POST", base_ + "/v1/jobs", NestedSubmit(31));
+  EXPECT_EQ(over.status, 400) << over.body;
+  EXPECT_THAT(over.body, HasSubstr("maximum depth of 32 levels"));
+}
+
+// --- 5. Framing ---
+
+TEST_F(GatewayHardeningTest, FinalTransferCodingNotChunkedIs400AndItsBodyIsNeverARequest) {
+  // The body's bytes were read as a second, pipelined request.
+  RawReply gzip = Send(
+      "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_THAT(gzip.bytes, StartsWith("HTTP/1.1 400")) << gzip.bytes;
+  EXPECT_THAT(gzip.bytes, HasSubstr("final transfer coding must be chunked"));
+  EXPECT_THAT(gzip.bytes, HasSubstr("Connection: close"));
+  EXPECT_EQ(gzip.Responses(), 1) << gzip.bytes;
+  EXPECT_TRUE(gzip.closed);
+
+  // An unknown final coding with a Content-Length: the Content-Length was used.
+  RawReply xchunked =
+      Send(absl::StrCat("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n",
+                        "Content-Length: ", sizeof(kChatBody) - 1, "\r\n\r\n", kChatBody));
+  EXPECT_THAT(xchunked.bytes, StartsWith("HTTP/1.1 400")) << xchunked.bytes;
+  EXPECT_EQ(xchunked.Responses(), 1);
+  EXPECT_TRUE(xchunked.closed);
+
+  // chunked applied twice: Beast reads no body at all.
+  RawReply twice = Send(
+      "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_THAT(twice.bytes, StartsWith("HTTP/1.1 400")) << twice.bytes;
+  EXPECT_THAT(twice.bytes, HasSubstr("only once"));
+  EXPECT_EQ(twice.Responses(), 1) << twice.bytes;
+
+  // Transfer-Encoding in HTTP/1.0.
+  RawReply old = Send(
+      absl::StrReplaceAll(ChunkedRequest("/v1/jobs", kChatBody, ""), {{"HTTP/1.1", "HTTP/1.0"}}));
+  EXPECT_THAT(old.bytes, StartsWith("HTTP/1.1 400")) << old.bytes;
+  EXPECT_TRUE(old.closed);
+  ExpectAlive();
+}
+
+TEST_F(GatewayHardeningTest, UnimplementedTransferCodingIs501) {
+  std::string chunked_body =
+      absl::StrCat(absl::Hex(sizeof(kChatBody) - 1), "\r\n", kChatBody, "\r\n0\r\n\r\n");
+  RawReply r =
+      Send("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" +
+           chunked_body);
+  EXPECT_THAT(r.bytes, StartsWith("HTTP/1.1 501")) << r.bytes;
+  EXPECT_THAT(r.bytes, HasSubstr("\\\"gzip\\\" is not implemented"));
+  EXPECT_TRUE(r.closed);
+  // Plain chunked still works.
+  RawReply ok = Send(
+      "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n" +
+      chunked_body);
+  EXPECT_THAT(ok.bytes, StartsWith("HTTP/1.1 202")) << ok.bytes;
+}
+
+TEST_F(GatewayHardeningTest, Http11RequestWithoutExactlyOneHostIs400) {
+  RawReply none = Send("GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_THAT(none.bytes, StartsWith("HTTP/1.1 400")) << none.bytes;
+  EXPECT_THAT(none.bytes, HasSubstr("needs a Host header"));
+  EXPECT_EQ(none.Responses(), 1) << none.bytes;
+  EXPECT_TRUE(none.closed);
+  RawReply two = Send("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  EXPECT_THAT(two.bytes, StartsWith("HTTP/1.1 400")) << two.bytes;
+  EXPECT_THAT(two.bytes, HasSubstr("exactly one Host"));
+  EXPECT_TRUE(two.closed);
+  // HTTP/1.0 has no Host requirement.
+  RawReply old = Send("GET /healthz HTTP/1.0\r\n\r\n");
+  EXPECT_THAT(old.bytes, StartsWith("HTTP/1.0 200")) << old.bytes;
+}
+
+}  // namespace
+}  // namespace aijobs::testing
