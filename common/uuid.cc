@@ -1,25 +1,42 @@
 #include "common/uuid.h"
 
-#include <cstdint>
+#include <openssl/err.h>
+#include <openssl/rand.h>
 
-#include "absl/random/random.h"
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 namespace aijobs {
+namespace {
+
+uuid_internal::RandomBytesFn g_random_bytes = &RAND_bytes;
+
+}  // namespace
+
+uuid_internal::RandomBytesFn uuid_internal::SetRandomBytesForTesting(RandomBytesFn fn) {
+  RandomBytesFn previous = g_random_bytes;
+  g_random_bytes = fn != nullptr ? fn : &RAND_bytes;
+  return previous;
+}
 
 std::string NewUuid() {
-  thread_local absl::BitGen gen;
-  uint64_t hi = absl::Uniform<uint64_t>(gen);
-  uint64_t lo = absl::Uniform<uint64_t>(gen);
-  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
-  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
+  unsigned char bytes[16];
+  if (g_random_bytes(bytes, sizeof(bytes)) != 1) {
+    // No safe fallback exists: a predictable id lets one client read another's job.
+    std::fprintf(stderr, "aijobs: RAND_bytes failed (%lu); cannot create an unguessable id\n",
+                 ERR_get_error());
+    std::abort();
+  }
+  bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0f) | 0x40);  // version 4
+  bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3f) | 0x80);  // variant 10
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(36, '-');
-  int pos = 0;
-  for (int i = 0; i < 32; ++i) {
-    if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
-    uint64_t word = i < 16 ? hi : lo;
-    int shift = 60 - 4 * (i % 16);
-    out[pos++] = kHex[(word >> shift) & 0xf];
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[bytes[i] >> 4]);
+    out.push_back(kHex[bytes[i] & 0xf]);
   }
   return out;
 }

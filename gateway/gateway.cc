@@ -267,11 +267,29 @@ Gateway::Gateway(const GatewayOptions& options, RouteTable routes,
       health_stub_(grpc::health::v1::Health::NewStub(channel_)),
       openapi_json_(BuildOpenApiJson(routes_, "aijobs", options.api_version)) {}
 
-Gateway::~Gateway() { CancelStreams(); }
+Gateway::~Gateway() {
+  // A relay's OnDone uses the gateway (metrics, Unregister): let them all run first.
+  CancelStreams();
+  if (!WaitForStreamsToEnd(absl::Seconds(5))) {
+    spdlog::error("gateway destroyed with {} stream relays still running", OpenStreams());
+  }
+}
 
 void Gateway::CancelStreams() {
   absl::MutexLock lock(&mu_);
+  streams_cancelled_ = true;
   for (StreamRelay* r : relays_) r->Cancel();
+}
+
+bool Gateway::WaitForStreamsToEnd(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto all_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return relays_.empty(); };
+  return mu_.AwaitWithTimeout(absl::Condition(&all_done), timeout);
+}
+
+size_t Gateway::OpenStreams() {
+  absl::MutexLock lock(&mu_);
+  return relays_.size();
 }
 
 void Gateway::Unregister(StreamRelay* relay) {
@@ -487,11 +505,15 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   }
   rc.want_sse = absl::StrContains(ToStd(req[http::field::accept]), "text/event-stream");
   auto relay = std::make_shared<StreamRelay>(this, exchange, std::move(rc), &route);
+  bool cancelled;
   {
     absl::MutexLock lock(&mu_);
     relays_.insert(relay.get());
+    cancelled = streams_cancelled_;
   }
   relay->Start(relay, *request);
+  // Shutting down: end it at once (a call that already finished ignores TryCancel).
+  if (cancelled) relay->Cancel();
 }
 
 void Gateway::CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,

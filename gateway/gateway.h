@@ -6,7 +6,8 @@
 //
 //   auto gateway = Gateway::Create(options, grpc::CreateChannel(target, creds));
 //   auto server = HttpServer::Start(http_options, gateway->get());
-//   ...; gateway->CancelStreams(); server->Shutdown();
+//   ...; gateway->CancelStreams(); gateway->WaitForStreamsToEnd(absl::Seconds(5));
+//   server->Shutdown();
 #pragma once
 
 #include <grpcpp/generic/generic_stub.h>
@@ -64,7 +65,13 @@ class Gateway final : public RequestHandler {
   HttpResponse RejectUnreadable(int http_status, absl::string_view reason) override;
 
   // Cancels every open upstream stream (for shutdown); their clients see the stream end.
+  // Streams that open afterwards are cancelled as they start.
   void CancelStreams();
+  // Waits until every stream relay has finished (written its last chunk and let go of the
+  // gateway), for at most `timeout`; returns whether they all did. Call after CancelStreams.
+  bool WaitForStreamsToEnd(absl::Duration timeout);
+  // Stream relays not finished yet.
+  size_t OpenStreams();
 
   GatewayMetrics& metrics() { return metrics_; }
   const RouteTable& routes() const { return routes_; }
@@ -98,6 +105,7 @@ class Gateway final : public RequestHandler {
   GatewayMetrics metrics_;
   absl::Mutex mu_;
   absl::flat_hash_set<StreamRelay*> relays_ ABSL_GUARDED_BY(mu_);
+  bool streams_cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The web chat page served at GET / (gateway/web/index.html, embedded at build time).

@@ -2,7 +2,6 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
-#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
@@ -14,8 +13,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "common/logging.h"
+#include "common/shutdown_signal.h"
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
 #include "spdlog/spdlog.h"
@@ -37,11 +36,6 @@ ABSL_FLAG(int64_t, idle_timeout_ms, 60000, "idle keep-alive connections are clos
 ABSL_FLAG(bool, access_log, false, "log every request (otherwise only 5xx)");
 
 namespace {
-
-absl::Notification* g_stop = nullptr;
-void OnSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
 
 // Every flag may come from the environment as AIJOBS_GATEWAY_<FLAG> (e.g.
 // AIJOBS_GATEWAY_LISTEN); the command line wins over the environment.
@@ -77,6 +71,8 @@ void RaiseFileLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread starts, so that only its signal thread receives SIGINT/SIGTERM.
+  aijobs::ShutdownSignal shutdown;
   absl::SetProgramUsageMessage(
       "aijobs gateway: REST/JSON and Server-Sent Events in front of the scheduler's gRPC API");
   if (!ApplyEnvironment()) return 2;
@@ -134,14 +130,15 @@ int main(int argc, char** argv) {
                (*server)->port(), absl::GetFlag(FLAGS_scheduler),
                (*gateway)->routes().routes().size());
 
-  static absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  stop.WaitForNotification();
-  spdlog::info("stopping: ending open streams");
+  shutdown.Wait();
+  spdlog::info("signal {}: stopping, ending open streams", shutdown.first_signal());
   (*gateway)->CancelStreams();
-  absl::SleepFor(absl::Milliseconds(200));  // Let the cancelled streams write their last chunk.
+  // Each cancelled stream writes its last chunk and unregisters; wait for that, bounded so a
+  // stuck client cannot hold the shutdown.
+  if (!(*gateway)->WaitForStreamsToEnd(absl::Seconds(5))) {
+    spdlog::warn("{} streams still open after 5s; closing their connections",
+                 (*gateway)->OpenStreams());
+  }
   (*server)->Shutdown();
   spdlog::info("stopped");
   return 0;

@@ -1,13 +1,12 @@
 // aijobs-scheduler: flag parsing and wiring only; see scheduler_server.h.
-#include <csignal>
 #include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/flags/usage.h"
-#include "absl/synchronization/notification.h"
 #include "common/logging.h"
+#include "common/shutdown_signal.h"
 #include "scheduler/scheduler_server.h"
 #include "spdlog/spdlog.h"
 
@@ -28,14 +27,9 @@ ABSL_FLAG(int64_t, watch_poll_ms, 500,
           "how often idle WatchJob streams check for events written by other replicas");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 10000, "on SIGTERM, how long running attempts may finish");
 
-namespace {
-absl::Notification* g_stop = nullptr;
-void OnSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
-}  // namespace
-
 int main(int argc, char** argv) {
+  // Before any thread starts, so that only its signal thread receives SIGINT/SIGTERM.
+  aijobs::ShutdownSignal shutdown;
   absl::SetProgramUsageMessage("aijobs scheduler: JobService and WorkerService on PostgreSQL");
   absl::ParseCommandLine(argc, argv);
   aijobs::InitLogging("aijobs-scheduler");
@@ -62,17 +56,13 @@ int main(int argc, char** argv) {
   o.event_flush_interval = absl::Milliseconds(absl::GetFlag(FLAGS_event_flush_ms));
   o.watch_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_watch_poll_ms));
 
-  absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
-
   auto server = aijobs::scheduler::SchedulerServer::Start(o);
   if (!server.ok()) {
     spdlog::critical("cannot start: {}", server.status().ToString());
     return 1;
   }
-  stop.WaitForNotification();
+  shutdown.Wait();
+  spdlog::info("signal {}: shutting down", shutdown.first_signal());
   (*server)->Shutdown(absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
   return 0;
 }

@@ -44,7 +44,27 @@ struct SchedulerServer::Impl {
   std::unique_ptr<WorkerServiceImpl> worker_service;
   std::unique_ptr<grpc::Server> server;
   bool shut_down = false;
+  ~Impl();
 };
+
+namespace {
+
+// Finishes the executors' queued work and joins their threads. Their closures use the other
+// members, so this must run before any of those is destroyed (members are destroyed in
+// reverse order of declaration, which would destroy `types` before the executors).
+void StopExecutors(SchedulerServer::Impl& i) {
+  i.watch_executor.reset();
+  i.executor.reset();
+}
+
+}  // namespace
+
+SchedulerServer::Impl::~Impl() {
+  // Start may fail after some members exist, without Shutdown: the server goes first (its
+  // handlers queue executor work), then the executors, then the rest.
+  server.reset();
+  StopExecutors(*this);
+}
 
 SchedulerServer::SchedulerServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -192,6 +212,9 @@ void SchedulerServer::Shutdown(absl::Duration grace) {
   // Stop claiming; attempts still running are requeued (written by the finisher below).
   i.dispatcher->Stop();
   i.server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  // No RPC can queue work any more: run what is queued (a late hello's job type Register, a
+  // submit's lookup) and join, while the registry, store, batcher and finisher it uses exist.
+  StopExecutors(i);
   i.batcher->Stop();
   i.finisher->Flush();
   i.finisher->Stop();

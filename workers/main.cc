@@ -1,17 +1,13 @@
 // aijobs-worker: connects to a scheduler and runs chat/embed jobs on the built-in sim
 // provider, or on the deployments and model groups of a --providers file. Flag parsing and
 // wiring only; the logic lives in the aijobs_worker and aijobs_routing libraries.
-#include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -24,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/shutdown_signal.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_handlers.h"
 #include "workers/job_handler.h"
@@ -59,13 +56,8 @@ std::string DefaultWorkerId() {
 
 int main(int argc, char** argv) {
   // Block the shutdown signals before any thread starts so every thread inherits the mask
-  // and only the sigwait thread below receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGUSR1);  // internal: wakes the signal thread at exit
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // and only the ShutdownSignal thread below receives them (it needs the connection).
+  aijobs::ShutdownSignal::Block();
 
   // --help lists this file's flags (absl's default filter misses them under ccache paths).
   absl::FlagsUsageConfig usage;
@@ -156,29 +148,19 @@ int main(int argc, char** argv) {
   }
 
   w::WorkerConnection connection(options, &registry);
-  std::atomic<bool> exiting{false};
-  std::thread signal_thread([&] {
-    int received = 0;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&signals, &sig) != 0 || exiting.load()) return;
-      if (sig == SIGUSR1) continue;
-      if (++received == 1) {
-        spdlog::info("signal {}: draining (send again to stop at once)", sig);
-        connection.RequestDrain();
-      } else {
-        spdlog::warn("signal {}: stopping now", sig);
-        connection.Shutdown();
-      }
+  aijobs::ShutdownSignal shutdown([&connection](int sig, int count) {
+    if (count == 1) {
+      spdlog::info("signal {}: draining (send again to stop at once)", sig);
+      connection.RequestDrain();
+    } else {
+      spdlog::warn("signal {}: stopping now", sig);
+      connection.Shutdown();
     }
   });
 
   spdlog::info("worker {} starting: scheduler {}, slots {}, job types {}", options.worker_id,
                options.scheduler, options.slots, absl::StrJoin(options.job_types, ","));
   absl::Status status = connection.Run();
-  exiting.store(true);
-  pthread_kill(signal_thread.native_handle(), SIGUSR1);
-  signal_thread.join();
   if (!status.ok()) {
     spdlog::error("worker stopped: {}", std::string(status.message()));
     return 1;
