@@ -19,4 +19,15 @@ std::string DescribeGrpcStatus(const grpc::Status& status) {
                       ": ", status.error_message());
 }
 
+bool IsTransient(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kDeadlineExceeded:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace aijobs

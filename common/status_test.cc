@@ -15,5 +15,16 @@ TEST(StatusTest, RoundTripsCodeAndMessage) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
 }
 
+TEST(IsTransientTest, OnlyRetryableCodes) {
+  EXPECT_TRUE(IsTransient(absl::UnavailableError("x")));
+  EXPECT_TRUE(IsTransient(absl::AbortedError("x")));
+  EXPECT_TRUE(IsTransient(absl::DeadlineExceededError("x")));
+  EXPECT_FALSE(IsTransient(absl::OkStatus()));
+  EXPECT_FALSE(IsTransient(absl::InvalidArgumentError("x")));
+  EXPECT_FALSE(IsTransient(absl::InternalError("x")));
+  EXPECT_FALSE(IsTransient(absl::FailedPreconditionError("x")));
+  EXPECT_FALSE(IsTransient(absl::AlreadyExistsError("x")));
+}
+
 }  // namespace
 }  // namespace aijobs

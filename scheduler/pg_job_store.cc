@@ -82,16 +82,17 @@ class DeltaArrays {
     seqs_.Add(last.seq());
     attempts_.Add(int64_t{batch.attempt()});
     batch.SerializeToString(&bytes_);
-    payloads_.AddBytea(bytes_);
+    payloads_.Add(bytes_);
     times_.Add(last.time_us());
   }
   void AppendTo(Params& p) {
-    p.Add(ids_.Finish()).Add(seqs_.Finish()).Add(attempts_.Finish()).Add(payloads_.Finish());
+    p.Add(ids_.Finish()).Add(seqs_.Finish()).Add(attempts_.Finish()).AddBinary(payloads_.Finish());
     p.Add(times_.Finish());
   }
 
  private:
-  ArrayBuilder ids_, seqs_, attempts_, payloads_, times_;
+  ArrayBuilder ids_, seqs_, attempts_, times_;
+  pg::ByteaArrayBuilder payloads_;
   std::string bytes_;
 };
 
@@ -136,8 +137,9 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       // The QUEUED event (seq 1) is not stored: ReadEvents derives it from the job row,
       // which saves a row and an index entry on every submit.
       "SELECT id, aijobs_us(created_at) FROM ins";
-  ArrayBuilder ids, tenants, owners, types, specs, priorities, max_attempts, keys, timeouts;
-  ArrayBuilder cache_keys, cache_ttls;
+  // bytea arrays go in binary form: raw bytes, half the size of hex text.
+  ArrayBuilder ids, tenants, owners, types, priorities, max_attempts, keys, timeouts, cache_ttls;
+  pg::ByteaArrayBuilder specs, cache_keys;
   std::vector<std::string> spec_bytes(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) {
     const NewJob& j = jobs[i];
@@ -146,7 +148,7 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
     owners.Add(j.caller.subject);
     types.Add(j.type);
     j.spec.SerializeToString(&spec_bytes[i]);
-    specs.AddBytea(spec_bytes[i]);
+    specs.Add(spec_bytes[i]);
     priorities.Add(int64_t{j.priority});
     max_attempts.Add(int64_t{j.max_attempts});
     if (j.idempotency_key) {
@@ -159,14 +161,15 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       cache_keys.AddNull();
       cache_ttls.Add(int64_t{0});
     } else {
-      cache_keys.AddBytea(j.cache_key);
+      cache_keys.Add(j.cache_key);
       cache_ttls.Add(CacheTtlMillis(j.cache_ttl));
     }
   }
   Params p;
   p.Add(ids.Finish()).Add(tenants.Finish()).Add(owners.Finish()).Add(types.Finish());
-  p.Add(specs.Finish()).Add(priorities.Finish()).Add(max_attempts.Finish()).Add(keys.Finish());
-  p.Add(timeouts.Finish()).Add(cache_keys.Finish()).Add(cache_ttls.Finish());
+  p.AddBinary(specs.Finish()).Add(priorities.Finish()).Add(max_attempts.Finish());
+  p.Add(keys.Finish()).Add(timeouts.Finish()).AddBinary(cache_keys.Finish());
+  p.Add(cache_ttls.Finish());
 
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
@@ -394,7 +397,8 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "WHERE NOT rc.pinned OR rc.expires_at <= now()) "
       "SELECT " JOB_NAMES " FROM upd";
 #undef NEW_STATE
-  ArrayBuilder ids, attempts, kinds, results, errors, delays, seqs;
+  ArrayBuilder ids, attempts, kinds, delays, seqs;
+  pg::ByteaArrayBuilder results, errors;  // binary: raw bytes, half the size of hex text
   DeltaArrays deltas;
   std::string bytes;
   for (const AttemptOutcome& o : outcomes) {
@@ -405,7 +409,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       case AttemptOutcome::Kind::kSucceeded:
         kinds.Add(int64_t{0});
         o.result.SerializeToString(&bytes);
-        results.AddBytea(bytes);
+        results.Add(bytes);
         errors.AddNull();
         break;
       case AttemptOutcome::Kind::kRetryableFailure:
@@ -413,15 +417,15 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
         kinds.Add(int64_t{o.kind == AttemptOutcome::Kind::kRetryableFailure ? 1 : 2});
         results.AddNull();
         o.error.SerializeToString(&bytes);
-        errors.AddBytea(bytes);
+        errors.Add(bytes);
         break;
     }
     delays.Add(absl::ToInt64Milliseconds(o.retry_delay));
     seqs.Add(o.last_seq);
   }
   Params p;
-  p.Add(ids.Finish()).Add(attempts.Finish()).Add(kinds.Finish()).Add(results.Finish());
-  p.Add(errors.Finish()).Add(delays.Finish()).Add(seqs.Finish());
+  p.Add(ids.Finish()).Add(attempts.Finish()).Add(kinds.Finish()).AddBinary(results.Finish());
+  p.AddBinary(errors.Finish()).Add(delays.Finish()).Add(seqs.Finish());
   deltas.AppendTo(p);
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();

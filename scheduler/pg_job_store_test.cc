@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -23,9 +24,12 @@
 #include "common/pg/pool.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/attempt_finisher.h"
 #include "scheduler/cache_key.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/migrations.h"
+#include "scheduler/submit_batcher.h"
+#include "scheduler/testing/fake_job_store.h"
 #include "tests/fixtures/pg_server.h"
 #include "tests/fixtures/process.h"
 
@@ -564,6 +568,166 @@ TEST_F(PgJobStoreTest, SuccessStoresResultAndFinalEvent) {
   EXPECT_EQ(final_job.last_seq(), 6);
   EXPECT_FALSE(final_job.has_error());
   EXPECT_EQ(page->job.state(), v1::SUCCEEDED);
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches over the real database: one refused item fails alone (SubmitBatcher,
+// AttemptFinisher), binary bytea parameters round-trip.
+
+// Delegates to the real store; the first InsertJobs/FinishAttempts call waits for the gate,
+// so the test can gather the next batch behind it.
+class GatedPgStore : public FakeJobStore {
+ public:
+  explicit GatedPgStore(JobStore* real) : real_(real) {}
+  void OpenGate() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  bool WaitForCalls(int n) {
+    absl::MutexLock lock(&mu_);
+    auto started = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&started), absl::Seconds(10));
+  }
+  absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) override {
+    Enter();
+    return real_->InsertJobs(jobs);
+  }
+  absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
+      const std::vector<AttemptOutcome>& outcomes) override {
+    Enter();
+    return real_->FinishAttempts(outcomes);
+  }
+
+ private:
+  void Enter() {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+    auto open = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return open_; };
+    mu_.Await(absl::Condition(&open));
+  }
+  JobStore* real_;
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Regression (issue 10 item 4): a NUL in one submit's idempotency key made the group-commit
+// statement fail ("malformed array literal ... parameter $8") for every submit in the batch.
+// (Validation now rejects such a key up front; this is the store-level safety net.)
+TEST_F(PgJobStoreTest, SubmitRefusedByTheDatabaseFailsAloneInItsBatch) {
+  GatedPgStore gated(store_.get());
+  SubmitBatcher batcher(&gated, nullptr, /*writers=*/1);
+  constexpr int kSubmits = 8;
+  absl::Mutex mu;
+  std::vector<std::optional<absl::StatusOr<SubmitOutcome>>> answers(kSubmits);
+  auto answer = [&](int i) {
+    return [&, i](absl::StatusOr<SubmitOutcome> r) {
+      absl::MutexLock lock(&mu);
+      answers[i] = std::move(r);
+    };
+  };
+  batcher.Submit(MakeJob(), answer(0));
+  ASSERT_TRUE(gated.WaitForCalls(1));  // batch 1 = {0}; the others gather behind it
+  std::vector<std::thread> threads;
+  for (int i = 1; i < kSubmits; ++i) {
+    threads.emplace_back([&, i] {
+      NewJob j = MakeJob();
+      j.idempotency_key = i == 3 ? std::string("bad\0key", 7) : absl::StrCat("key-", i);
+      batcher.Submit(std::move(j), answer(i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  gated.OpenGate();
+  batcher.Stop();  // answers everything queued
+  for (int i = 0; i < kSubmits; ++i) {
+    ASSERT_TRUE(answers[i].has_value()) << i;
+    const absl::StatusOr<SubmitOutcome>& r = *answers[i];
+    if (i == 3) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(Get(r->job.id()).state(), v1::QUEUED);
+  }
+}
+
+// Regression (issue 9 bug 2): an outcome the database refuses failed its whole batch, which
+// was retried 50 times and dropped: the other jobs' finished results were lost and the jobs
+// stayed RUNNING until their lease expired (then ran again: paid work done twice).
+TEST_F(PgJobStoreTest, FinishedResultsSurviveAnOutcomeTheDatabaseRefuses) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(Submit(MakeJob()).id());
+  auto claimed = store_->ClaimJobs({"chat"}, 4, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 4u);
+
+  GatedPgStore gated(store_.get());
+  EventHub hub;
+  AttemptFinisherOptions options;
+  options.threads = 1;
+  AttemptFinisher finisher(&gated, &hub, nullptr, options);
+  AttemptOutcome first;
+  first.job_id = ids[0];
+  first.attempt = 1;
+  first.result = TextStruct("text", "zero");
+  finisher.Submit(first, {});
+  ASSERT_TRUE(gated.WaitForCalls(1));
+  for (int i = 1; i < 4; ++i) {
+    AttemptOutcome o;
+    o.job_id = ids[i];
+    o.attempt = 1;
+    o.last_seq = 4;  // the output below used seqs 3 and 4
+    // A 1 MiB result: exercises the binary bytea[] parameters with real sizes.
+    o.result = TextStruct("text", std::string(1 << 20, static_cast<char>('a' + i)));
+    v1::internal::DeltaBatch out = Deltas(ids[i], 1, 3, {"par", "tial"}).batch;
+    finisher.Submit(o, out);
+    if (i == 2) {
+      AttemptOutcome bad;  // the database cannot take this id
+      bad.job_id = "not-a-uuid";
+      bad.attempt = 1;
+      finisher.Submit(bad, {});
+    }
+  }
+  gated.OpenGate();
+  finisher.Flush();
+  for (int i = 0; i < 4; ++i) {
+    v1::Job job = Get(ids[i]);
+    EXPECT_EQ(job.state(), v1::SUCCEEDED) << i;
+    if (i > 0) {
+      EXPECT_EQ(job.result().fields().at("text").string_value().size(), size_t{1} << 20);
+      auto page = store_->ReadEvents(Caller{}, ids[i], 0, 100);
+      ASSERT_TRUE(page.ok()) << page.status();
+      EXPECT_THAT(DescribeAll(page->events),
+                  ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 par",
+                              "4 delta a1 tial", "5 final SUCCEEDED a1"));
+    }
+  }
+  finisher.Stop();
+}
+
+// An outcome the database refuses for its own content ends the job FAILED with the reason.
+TEST_F(PgJobStoreTest, OutcomeRefusedForItsContentFailsTheJobWithTheReason) {
+  v1::Job job = Submit(MakeJob());
+  ClaimOne();
+  // A retry delay so long that the database's interval arithmetic overflows: PostgreSQL
+  // refuses this one outcome (SQLSTATE 22008), however often it is retried.
+  AttemptOutcome o;
+  o.job_id = job.id();
+  o.attempt = 1;
+  o.kind = Kind::kRetryableFailure;
+  o.error.set_code("RATE_LIMITED");
+  o.retry_delay = absl::Hours(24LL * 365 * 400000);  // "interval out of range"
+  EventHub hub;
+  AttemptFinisherOptions options;
+  options.threads = 1;
+  AttemptFinisher finisher(store_.get(), &hub, nullptr, options);
+  finisher.Submit(o, {});
+  finisher.Flush();
+  v1::Job stored = Get(job.id());
+  EXPECT_EQ(stored.state(), v1::FAILED);
+  EXPECT_EQ(stored.error().code(), "RESULT_NOT_STORED");
+  EXPECT_THAT(stored.error().message(), ::testing::HasSubstr("could not be stored"));
+  finisher.Stop();
 }
 
 // ---------------------------------------------------------------------------------------

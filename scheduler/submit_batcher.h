@@ -6,6 +6,7 @@
 //   batcher.Submit(std::move(new_job), [reactor, resp](absl::StatusOr<SubmitOutcome> r) { ... });
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <vector>
 
@@ -21,11 +22,15 @@ class SubmitBatcher {
 
   // `on_inserted` runs after every committed batch (wakes the local dispatcher and, debounced,
   // other replicas).
+  // A statement carries at most `max_batch` jobs and about `max_batch_bytes` of their data
+  // (one larger job goes alone).
   SubmitBatcher(JobStore* store, std::function<void()> on_inserted, int writers = 4,
-                int max_batch = 1024);
+                int max_batch = 1024, size_t max_batch_bytes = size_t{8} << 20);
 
   // Queues the job; `done` runs on a writer thread once the job is durable (or failed), or at
-  // once with UNAVAILABLE when the batcher is stopping.
+  // once with UNAVAILABLE when the batcher is stopping. A transient database error
+  // (UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED) reaches every caller of the batch, who may
+  // retry; any other error splits the batch, so only the job the database refuses fails.
   void Submit(NewJob job, Callback done);
   // Answers everything queued, then stops the writers.
   void Stop() { queue_.Stop(); }
@@ -36,9 +41,12 @@ class SubmitBatcher {
     Callback done;
   };
   void Insert(std::vector<Pending>& batch);
+  // Inserts batch[begin, end) in one statement, splitting it on a non-transient error.
+  void InsertRange(std::vector<Pending>& batch, size_t begin, size_t end);
 
   JobStore* store_;
   std::function<void()> on_inserted_;
+  const size_t max_batch_bytes_;
   BatchQueue<Pending> queue_;  // last: its threads use the members above
 };
 

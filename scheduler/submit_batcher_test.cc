@@ -1,5 +1,6 @@
-// SubmitBatcher with a fake store: concurrent submits share INSERT statements, each caller
-// gets its own outcome, and a failed insert reaches every caller of that batch.
+// SubmitBatcher with a fake store: concurrent submits share INSERT statements within a count
+// and byte budget, each caller gets its own outcome, a transient failure reaches every caller
+// of that batch, and a job the database refuses fails alone.
 #include "scheduler/submit_batcher.h"
 
 #include <gmock/gmock.h>
@@ -48,6 +49,11 @@ class GatedJobStore : public FakeJobStore {
     absl::MutexLock lock(&mu_);
     return batch_sizes_;
   }
+  // Input bytes of every call that committed.
+  std::vector<size_t> batch_bytes() {
+    absl::MutexLock lock(&mu_);
+    return batch_bytes_;
+  }
 
   absl::StatusOr<std::vector<SubmitOutcome>> InsertJobs(const std::vector<NewJob>& jobs) override {
     absl::MutexLock lock(&mu_);
@@ -58,6 +64,17 @@ class GatedJobStore : public FakeJobStore {
     if (std::find(fail_calls_.begin(), fail_calls_.end(), call) != fail_calls_.end()) {
       return absl::UnavailableError("database is restarting");
     }
+    size_t bytes = 0;
+    for (const NewJob& j : jobs) {
+      bytes += j.spec.ByteSizeLong();
+      // As PostgreSQL refuses a whole statement for one value it cannot take.
+      if (j.idempotency_key && j.idempotency_key->find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            "PostgreSQL: ERROR:  malformed array literal: \"{\"k1\",\"" + std::string("...") +
+            "\" (parameter $8)");
+      }
+    }
+    batch_bytes_.push_back(bytes);
     std::vector<SubmitOutcome> out;
     for (const NewJob& j : jobs) {
       SubmitOutcome& o = out.emplace_back();
@@ -76,6 +93,7 @@ class GatedJobStore : public FakeJobStore {
   int calls_started_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> fail_calls_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+  std::vector<size_t> batch_bytes_ ABSL_GUARDED_BY(mu_);
 };
 
 // Collects the answers of many submits.
@@ -182,6 +200,68 @@ TEST(SubmitBatcherTest, StoreErrorReachesEveryCallerOfThatBatch) {
     EXPECT_EQ(s.message(), "database is restarting");
   }
   EXPECT_EQ(inserted_batches.load(), 1) << "on_inserted runs only for committed batches";
+}
+
+// Regression (issue 10 item 4): one submit the database refused (a NUL in its idempotency
+// key broke the statement's array literal) failed every other submit of its batch.
+TEST(SubmitBatcherTest, RefusedItemFailsAloneAndTheRestOfItsBatchCommits) {
+  GatedJobStore store;
+  std::atomic<int> inserted_batches{0};
+  SubmitBatcher batcher(
+      &store, [&] { inserted_batches++; }, /*writers=*/1);
+  constexpr size_t kSubmits = 9;
+  Answers answers(kSubmits);
+  batcher.Submit(MakeJob(), answers.For(0));
+  ASSERT_TRUE(store.WaitForCalls(1));  // batch 1 = {0}, blocked in the store
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < kSubmits; ++i) {
+    threads.emplace_back([&, i] {
+      NewJob j = MakeJob();
+      j.idempotency_key = i == 5 ? std::string("k\0x", 3) : "key-" + std::to_string(i);
+      batcher.Submit(std::move(j), answers.For(i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  store.OpenGate();
+  ASSERT_TRUE(answers.WaitAll());
+  for (size_t i = 0; i < kSubmits; ++i) {
+    absl::StatusOr<SubmitOutcome> r = answers.Get(i);
+    if (i == 5) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+      EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("malformed array"));
+    } else {
+      EXPECT_TRUE(r.ok()) << i << ": " << r.status();
+    }
+  }
+  EXPECT_EQ(store.batch_sizes()[1], kSubmits - 1) << "the others were in one batch";
+  EXPECT_LE(store.batch_sizes().size(), 10u) << "splitting costs a few statements";
+}
+
+// Regression (issue 9 bug 2): batches were capped by count only, so many large inputs made
+// one statement too big to carry and every submit in it failed.
+TEST(SubmitBatcherTest, BatchesStayWithinTheByteBudget) {
+  GatedJobStore store;
+  SubmitBatcher batcher(&store, nullptr, /*writers=*/1, /*max_batch=*/1024,
+                        /*max_batch_bytes=*/4000);
+  constexpr size_t kSubmits = 12;
+  Answers answers(kSubmits);
+  batcher.Submit(MakeJob(), answers.For(0));
+  ASSERT_TRUE(store.WaitForCalls(1));
+  for (size_t i = 1; i < kSubmits; ++i) {
+    NewJob j = MakeJob();
+    (*j.spec.mutable_input()->mutable_fields())["text"].set_string_value(
+        std::string(i == kSubmits - 1 ? 10000 : 1000, 'x'));
+    batcher.Submit(std::move(j), answers.For(i));
+  }
+  store.OpenGate();
+  ASSERT_TRUE(answers.WaitAll());
+  for (size_t i = 0; i < kSubmits; ++i) EXPECT_TRUE(answers.Get(i).ok()) << i;
+  std::vector<size_t> bytes = store.batch_bytes();
+  EXPECT_GE(bytes.size(), 4u);
+  for (size_t b : bytes) {
+    if (b > 10000) continue;  // one input over the budget goes alone
+    EXPECT_LE(b, 4000u);
+  }
 }
 
 TEST(SubmitBatcherTest, StopAnswersQueuedSubmitsThenRefusesNewOnes) {

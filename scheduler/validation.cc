@@ -1,6 +1,8 @@
 #include "scheduler/validation.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "aijobs/v1/internal.pb.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
 #include "scheduler/cache_adverts.h"
@@ -16,6 +18,98 @@ bool IsValidTypeName(const std::string& t) {
     if (!ok) return false;
   }
   return true;
+}
+
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF), as a PostgreSQL text column in a UTF8 database requires.
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinForLength[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// A text field that is stored as PostgreSQL text (or may be): no NUL, which text cannot hold
+// and which breaks the batch's array literal, and valid UTF-8. `field` names it for the caller.
+absl::Status ValidateText(absl::string_view value, absl::string_view field) {
+  if (value.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must not contain NUL (\\u0000)"));
+  }
+  if (!IsValidUtf8(value)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be valid UTF-8"));
+  }
+  return absl::OkStatus();
+}
+
+// Objects and lists nested deeper than this are refused: protobuf will not print a message
+// nested much deeper (about 48 levels), so a stored job like that could never be read back.
+constexpr int kMaxNesting = 32;
+
+bool WithinNesting(const google::protobuf::Struct& s, int levels_left);
+
+bool WithinNesting(const google::protobuf::Value& v, int levels_left) {
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kStructValue:
+      return WithinNesting(v.struct_value(), levels_left);
+    case google::protobuf::Value::kListValue:
+      if (levels_left <= 0) return false;
+      for (const auto& e : v.list_value().values()) {
+        if (!WithinNesting(e, levels_left - 1)) return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
+
+// True when `s` (level 1) and everything in it nests at most `levels_left` levels.
+bool WithinNesting(const google::protobuf::Struct& s, int levels_left) {
+  if (levels_left <= 0) return false;
+  for (const auto& [key, value] : s.fields()) {
+    if (!WithinNesting(value, levels_left - 1)) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateNesting(const google::protobuf::Struct& s, absl::string_view field) {
+  if (WithinNesting(s, kMaxNesting)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, " nested deeper than ", kMaxNesting, " levels (objects and lists)"));
+}
+
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  for (const auto& [key, value] : labels) {
+    if (absl::Status s = ValidateText(key, "labels key"); !s.ok()) return s;
+    if (absl::Status s = ValidateText(value, absl::StrCat("labels[\"", key, "\"]")); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
@@ -49,18 +143,31 @@ absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
 }
 
 // What a submit and a pre-composed cache entry both carry: a well-formed type name and an
-// input within the size limit.
+// input within the nesting and size limits. A submit's `labels` are stored with its input,
+// so they count toward the size (nullptr: none).
 absl::Status ValidateTypeAndInput(const std::string& type, const google::protobuf::Struct& input,
+                                  const google::protobuf::Map<std::string, std::string>* labels,
                                   const SubmitLimits& limits) {
   if (type.empty()) return absl::InvalidArgumentError("type is required (e.g. \"chat\")");
   if (!IsValidTypeName(type)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "type \"", type, "\" is not a valid job type name (letters, digits, _ - .)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("type \"", type, "\" is not a valid job type name (letters, digits, _ - .)"));
   }
+  if (absl::Status s = ValidateNesting(input, "input"); !s.ok()) return s;
   size_t input_bytes = input.ByteSizeLong();
-  if (static_cast<int64_t>(input_bytes) > limits.max_input_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input is ", input_bytes, " bytes, over the limit of ", limits.max_input_bytes, " bytes"));
+  size_t label_bytes = 0;
+  if (labels != nullptr && !labels->empty()) {
+    v1::internal::JobSpec labels_only;  // the labels as the stored spec holds them
+    *labels_only.mutable_labels() = *labels;
+    label_bytes = labels_only.ByteSizeLong();
+  }
+  if (static_cast<int64_t>(input_bytes + label_bytes) > limits.max_input_bytes) {
+    return absl::InvalidArgumentError(
+        label_bytes == 0
+            ? absl::StrCat("input is ", input_bytes, " bytes, over the limit of ",
+                           limits.max_input_bytes, " bytes")
+            : absl::StrCat("input and labels are ", input_bytes + label_bytes, " bytes (labels ",
+                           label_bytes, "), over the limit of ", limits.max_input_bytes, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -69,15 +176,21 @@ absl::Status ValidateTypeAndInput(const std::string& type, const google::protobu
 
 absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLimits& limits,
                             const std::function<bool(const std::string&)>& is_known_type) {
-  if (absl::Status s = ValidateTypeAndInput(request.type(), request.input(), limits); !s.ok()) {
+  if (absl::Status s =
+          ValidateTypeAndInput(request.type(), request.input(), &request.labels(), limits);
+      !s.ok()) {
     return s;
   }
+  if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
   if (request.max_attempts() < 0 || request.max_attempts() > limits.max_attempts_cap) {
     return absl::InvalidArgumentError(absl::StrCat("max_attempts must be between 1 and ",
                                                    limits.max_attempts_cap, " (0 = default 3)"));
   }
   if (request.idempotency_key().size() > 256) {
     return absl::InvalidArgumentError("idempotency_key must be at most 256 characters");
+  }
+  if (absl::Status s = ValidateText(request.idempotency_key(), "idempotency_key"); !s.ok()) {
+    return s;
   }
   if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
     return absl::InvalidArgumentError("timeout must not be negative");
@@ -115,12 +228,14 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
 
 absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
                                      const SubmitLimits& limits) {
-  if (absl::Status s = ValidateTypeAndInput(request.type(), request.input(), limits); !s.ok()) {
+  if (absl::Status s = ValidateTypeAndInput(request.type(), request.input(), nullptr, limits);
+      !s.ok()) {
     return s;
   }
   if (!request.has_result()) {
     return absl::InvalidArgumentError("result is required: the answer to serve for this input");
   }
+  if (absl::Status s = ValidateNesting(request.result(), "result"); !s.ok()) return s;
   absl::Duration ttl = FromProtoDuration(request.ttl());
   if (request.ttl().seconds() < 0 || request.ttl().nanos() < 0 || ttl < absl::Seconds(1) ||
       ttl > kMaxCacheTtl) {

@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 #include "common/uuid.h"
 
 namespace aijobs::scheduler {
@@ -118,6 +120,95 @@ TEST(ValidateSubmitTest, RejectsInputOverTheLimit) {
   ExpectInvalid(ValidateSubmit(Request("summarize", R"({"t":"0123456789abcdef"})"), limits,
                                [](const std::string&) { return false; }),
                 "over the limit");
+}
+
+// Regression (issue 10 item 4): a NUL in a text field that reaches PostgreSQL as text broke
+// the group-commit statement ("malformed array literal") for every submit in the batch. It
+// is the caller's input that is wrong: reject it up front, naming the field.
+TEST(ValidateSubmitTest, RejectsNulAndInvalidUtf8InTextFields) {
+  const std::string nul("a\0b", 3);
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  r.set_idempotency_key(nul);
+  ExpectInvalid(Validate(r), "idempotency_key must not contain NUL");
+  r.set_idempotency_key("caf\xc3\xa9");  // UTF-8 is fine
+  EXPECT_TRUE(Validate(r).ok());
+  r.set_idempotency_key("caf\xe9");  // Latin-1 byte: not UTF-8
+  ExpectInvalid(Validate(r), "idempotency_key must be valid UTF-8");
+  r.clear_idempotency_key();
+
+  v1::SubmitJobRequest key = Request("chat", kChat);
+  (*key.mutable_labels())[nul] = "v";
+  ExpectInvalid(Validate(key), "labels key");
+  ExpectInvalid(Validate(key), "NUL");
+  v1::SubmitJobRequest value = Request("chat", kChat);
+  (*value.mutable_labels())["team"] = nul;
+  ExpectInvalid(Validate(value), "labels[\"team\"]");
+  v1::SubmitJobRequest bad_utf8 = Request("chat", kChat);
+  (*bad_utf8.mutable_labels())["team"] = "\xff\xfe";
+  ExpectInvalid(Validate(bad_utf8), "valid UTF-8");
+  v1::SubmitJobRequest fine = Request("chat", kChat);
+  (*fine.mutable_labels())["team"] = "caf\xc3\xa9 \xf0\x9f\x98\x80";
+  EXPECT_TRUE(Validate(fine).ok());
+}
+
+// Returns an input whose nesting is `depth` levels (the input object itself is level 1),
+// alternating objects and lists.
+google::protobuf::Struct Nested(int depth) {
+  google::protobuf::Struct root;
+  google::protobuf::Value* slot = &(*root.mutable_fields())["v"];
+  for (int level = 2; level <= depth; ++level) {
+    if (level % 2 == 0) {
+      slot = slot->mutable_list_value()->add_values();
+    } else {
+      slot = &(*slot->mutable_struct_value()->mutable_fields())["v"];
+    }
+  }
+  slot->set_string_value("leaf");
+  return root;
+}
+
+// Regression (issue 10 items 2/3): an input nested deeper than the read path can print was
+// stored, and every later GetJob/WatchJob of that job failed.
+TEST(ValidateSubmitTest, RejectsInputNestedDeeperThan32Levels) {
+  v1::SubmitJobRequest r = Request("summarize", "{}");
+  *r.mutable_input() = Nested(32);
+  EXPECT_TRUE(Validate(r).ok()) << Validate(r);
+  *r.mutable_input() = Nested(33);
+  ExpectInvalid(Validate(r), "input nested deeper than 32 levels");
+  *r.mutable_input() = Nested(200);
+  ExpectInvalid(Validate(r), "input nested deeper than 32 levels");
+  // Only objects, deep below a wide first level.
+  google::protobuf::Struct deep;
+  (*deep.mutable_fields())["a"].set_number_value(1);
+  google::protobuf::Struct* s = (*deep.mutable_fields())["b"].mutable_struct_value();
+  for (int i = 0; i < 40; ++i) s = (*s->mutable_fields())["x"].mutable_struct_value();
+  *r.mutable_input() = deep;
+  ExpectInvalid(Validate(r), "input nested deeper than 32 levels");
+
+  v1::PutCachedResultRequest put;
+  put.set_type("faq");
+  *put.mutable_input() = Nested(33);
+  (*put.mutable_result()->mutable_fields())["text"].set_string_value("x");
+  put.mutable_ttl()->set_seconds(60);
+  ExpectInvalid(ValidatePutCachedResult(put, SubmitLimits{}), "input nested deeper than 32");
+  *put.mutable_input() = Nested(3);
+  *put.mutable_result() = Nested(33);
+  ExpectInvalid(ValidatePutCachedResult(put, SubmitLimits{}), "result nested deeper than 32");
+}
+
+// Labels are stored with the input (in the job's spec): they count toward max_input_bytes.
+TEST(ValidateSubmitTest, LabelsCountTowardTheInputSizeLimit) {
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  SubmitLimits limits;
+  limits.max_input_bytes = static_cast<int64_t>(r.input().ByteSizeLong()) + 100;
+  EXPECT_TRUE(Validate(r, limits).ok());
+  (*r.mutable_labels())["big"] = std::string(200, 'l');
+  absl::Status s = Validate(r, limits);
+  ExpectInvalid(s, "over the limit");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("labels"));
+  for (int i = 0; i < 50; ++i) (*r.mutable_labels())[absl::StrCat("k", i)] = "";
+  r.mutable_labels()->erase("big");
+  ExpectInvalid(Validate(r, limits), "over the limit");
 }
 
 TEST(ValidateSubmitTest, ChecksAttemptsKeyAndTimeout) {

@@ -51,4 +51,47 @@ std::string ArrayBuilder::Finish() {
   return result;
 }
 
+namespace {
+
+void AppendInt32(std::string& out, uint32_t v) {
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+  out.append(b, 4);
+}
+
+constexpr uint32_t kByteaOid = 17;
+
+}  // namespace
+
+ByteaArrayBuilder& ByteaArrayBuilder::Add(std::string_view bytes) {
+  AppendInt32(elements_, static_cast<uint32_t>(bytes.size()));
+  elements_.append(bytes.data(), bytes.size());
+  ++count_;
+  return *this;
+}
+
+ByteaArrayBuilder& ByteaArrayBuilder::AddNull() {
+  AppendInt32(elements_, 0xffffffffu);  // length -1
+  has_null_ = true;
+  ++count_;
+  return *this;
+}
+
+std::string ByteaArrayBuilder::Finish() {
+  std::string out;
+  out.reserve(20 + elements_.size());
+  AppendInt32(out, count_ > 0 ? 1 : 0);  // dimensions
+  AppendInt32(out, has_null_ ? 1 : 0);
+  AppendInt32(out, kByteaOid);
+  if (count_ > 0) {
+    AppendInt32(out, static_cast<uint32_t>(count_));
+    AppendInt32(out, 1);  // lower bound
+    out.append(elements_);
+  }
+  elements_.clear();
+  count_ = 0;
+  has_null_ = false;
+  return out;
+}
+
 }  // namespace aijobs::pg

@@ -74,16 +74,20 @@ int64_t Result::affected_rows() const {
 }
 
 absl::StatusCode CodeForSqlState(std::string_view sqlstate) {
+  // https://www.postgresql.org/docs/15/errcodes-appendix.html
+  std::string_view cls = sqlstate.substr(0, 2);
   if (sqlstate == "23505") return absl::StatusCode::kAlreadyExists;
   if (sqlstate == "40001" || sqlstate == "40P01") return absl::StatusCode::kAborted;
   if (sqlstate == "57014") return absl::StatusCode::kDeadlineExceeded;
-  if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P02" ||
+  // Connection lost, server shutting down or starting, or out of a resource (disk, memory,
+  // connection slots): the same statement may well succeed later.
+  if (cls == "08" || cls == "53" || sqlstate == "57P01" || sqlstate == "57P02" ||
       sqlstate == "57P03") {
     return absl::StatusCode::kUnavailable;
   }
-  if (sqlstate.substr(0, 2) == "22" || sqlstate.substr(0, 2) == "23") {
-    return absl::StatusCode::kInvalidArgument;
-  }
+  // A program limit (statement too complex, too many columns...): retrying will not help.
+  if (cls == "54") return absl::StatusCode::kFailedPrecondition;
+  if (cls == "22" || cls == "23") return absl::StatusCode::kInvalidArgument;
   return absl::StatusCode::kInternal;
 }
 

@@ -68,9 +68,11 @@ class Result {
   std::unique_ptr<pg_result, Deleter> result_;
 };
 
-// Maps a failed statement's SQLSTATE to a status code: 23505 ALREADY_EXISTS,
-// 40001/40P01 ABORTED, class 08 UNAVAILABLE, 57014 DEADLINE_EXCEEDED, 22xxx/23xxx
-// INVALID_ARGUMENT, anything else INTERNAL.
+// Maps a failed statement's SQLSTATE to a status code by what the caller should do:
+// 23505 ALREADY_EXISTS; 40001/40P01 ABORTED (retry the transaction); class 08, class 53 and
+// 57P01/57P02/57P03 UNAVAILABLE (retry later); 57014 DEADLINE_EXCEEDED; class 54
+// FAILED_PRECONDITION (a program limit: don't retry); 22xxx/other 23xxx INVALID_ARGUMENT;
+// anything else INTERNAL.
 absl::StatusCode CodeForSqlState(std::string_view sqlstate);
 
 // One database session. Not thread-safe: use one per thread, or take them from a Pool.
