@@ -12,6 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "scheduler/testing/fake_job_store.h"
+#include "tests/fixtures/process.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -72,12 +73,7 @@ JobTypeRegistryOptions Manual(FakeClock& clock) {
 }
 
 bool WaitFor(const std::function<bool()>& done) {
-  absl::Time until = absl::Now() + absl::Seconds(10);
-  while (!done()) {
-    if (absl::Now() > until) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
+  return aijobs::testing::WaitFor(done, absl::Seconds(10), absl::Milliseconds(1));
 }
 
 TEST(JobTypeRegistryTest, BuiltInsAreKnownBeforeAnyRead) {
