@@ -51,15 +51,45 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
   template <typename Fill>
   void Send(Fill fill) {
     absl::MutexLock lock(&mu_);
-    if (finished_) return;
+    if (finish_requested_) return;
     fill(&pending_);
     has_pending_ = true;
     MaybeWriteLocked();
   }
 
+  // Ends the stream with `status` (the first status asked for wins). While a write is in
+  // flight the Finish waits for it to complete, successfully or not.
   void FinishOnce(const grpc::Status& status) {
-    absl::MutexLock lock(&mu_);
-    FinishLocked(status);
+    grpc::Status finish_status;
+    {
+      absl::MutexLock lock(&mu_);
+      RequestFinishLocked(status);
+      if (!TakeFinishLocked()) return;
+      finish_status = finish_status_;
+    }
+    Finish(finish_status);
+  }
+
+  // Ends the stream from the scheduler side. A write in flight to a worker that stopped
+  // reading may never complete, so the call is cancelled to fail that write: otherwise the
+  // Finish would wait for it forever. Called with the StreamSession's lock held, which keeps
+  // this stream alive until it returns (OnDone detaches the session before deleting it).
+  void Abort(const grpc::Status& status) {
+    bool finish_now;
+    bool write_in_flight;
+    grpc::Status finish_status;
+    {
+      absl::MutexLock lock(&mu_);
+      RequestFinishLocked(status);
+      write_in_flight = writing_;
+      finish_now = TakeFinishLocked();
+      finish_status = finish_status_;
+    }
+    if (finish_now) {
+      Finish(finish_status);
+    } else if (write_in_flight) {
+      context_->TryCancel();  // fails the write; OnWriteDone then calls the Finish
+    }
   }
 
   void OnReadDone(bool ok) override {
@@ -74,18 +104,24 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write to worker failed"));
-      return;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The stream broke (or was cancelled): nothing more can be written. A status asked
+        // for before wins.
+        RequestFinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write to worker failed"));
+      }
+      if (!finish_requested_) {
+        MaybeWriteLocked();
+        return;
+      }
+      // The Finish held back for this write, or the one the failed write calls for.
+      if (!TakeFinishLocked()) return;
+      status = finish_status_;
     }
-    if (finish_pending_) {
-      finish_pending_ = false;
-      Finish(finish_status_);
-      return;
-    }
-    MaybeWriteLocked();
+    Finish(status);
   }
 
   void OnCancel() override { FinishOnce(grpc::Status::CANCELLED); }
@@ -102,7 +138,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
 
  private:
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || !has_pending_ || finished_) return;
+    if (writing_ || !has_pending_ || finish_requested_) return;
     out_.Clear();
     out_.Swap(&pending_);
     has_pending_ = false;
@@ -110,15 +146,22 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     StartWrite(&out_);
   }
 
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    finished_ = true;
-    if (writing_) {
-      finish_pending_ = true;
-      finish_status_ = status;
-      return;
-    }
-    Finish(status);
+  // Records that the stream is to end with `status` unless an end was asked for already;
+  // from then on nothing more is written.
+  void RequestFinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_requested_) return;
+    finish_requested_ = true;
+    finish_status_ = status;
+  }
+
+  // True exactly once: when an end was asked for and no write is in flight. The caller then
+  // calls Finish(finish_status_) after unlocking mu_. gRPC needs exactly one Finish per call,
+  // even a cancelled one, before it runs OnDone; a write in flight defers it to OnWriteDone,
+  // whether that write succeeds or fails.
+  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finish_requested_ || writing_ || finish_called_) return false;
+    finish_called_ = true;
+    return true;
   }
 
   // Returns false when the stream was finished.
@@ -131,7 +174,6 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       }
       return Hello(msg.hello());
     }
-    if (msg.has_heartbeat()) session_->Heartbeat();
     if (msg.draining()) {
       session_->SetDraining();
       spdlog::info("worker {} is draining", session_->worker_id());
@@ -163,8 +205,37 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       }
       freed |= EndAttempt(std::move(o));
     }
+    // After the message's completions and failures: the heartbeat beside them no longer
+    // lists the attempts they end.
+    if (msg.has_heartbeat()) freed |= FailUnreported(msg.heartbeat());
     if (freed) deps_.dispatcher->Wake();
     return true;
+  }
+
+  // Fails the attempts the worker no longer reports as WORKER_LOST (retryable), as if the
+  // worker had disconnected, instead of waiting for their deadline. Returns whether a slot
+  // was freed.
+  bool FailUnreported(const v1::Heartbeat& heartbeat) {
+    std::vector<std::pair<std::string, int32_t>> lost = session_->Heartbeat(heartbeat);
+    for (const auto& [job_id, attempt] : lost) {
+      // Should the assignment still reach the worker, it must not run it.
+      session_->SendCancel(job_id, attempt, "the worker no longer reported this attempt");
+      EventHub::AttemptTail tail = deps_.hub->EndAttempt(job_id, attempt);
+      if (!tail.found) continue;  // already ended here (cancelled)
+      spdlog::warn("worker {} no longer reports attempt {} of job {}; requeueing it",
+                   session_->worker_id(), attempt, job_id);
+      AttemptOutcome o;
+      o.job_id = job_id;
+      o.attempt = attempt;
+      o.kind = AttemptOutcome::Kind::kRetryableFailure;
+      o.error.set_code("WORKER_LOST");
+      o.error.set_message("the worker running this attempt no longer reported it (" +
+                          session_->worker_id() + ")");
+      o.error.set_retryable(true);
+      o.last_seq = tail.last_seq;
+      deps_.finisher->Submit(std::move(o), std::move(tail.unflushed));
+    }
+    return !lost.empty();
   }
 
   bool EndAttempt(AttemptOutcome o) {
@@ -226,9 +297,10 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
   v1::SchedulerMessage out_ ABSL_GUARDED_BY(mu_);
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // The stream is to end with finish_status_: nothing more is written.
+  bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 void StreamSession::SendAssignments(std::vector<v1::Assignment> assignments) {
@@ -261,7 +333,7 @@ void StreamSession::SendDrain() {
 void StreamSession::Abort(const std::string& reason) {
   absl::MutexLock lock(&mu_);
   if (stream_ == nullptr) return;
-  stream_->FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, reason));
+  stream_->Abort(grpc::Status(grpc::StatusCode::UNAVAILABLE, reason));
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "scheduler/worker_session.h"
 
+#include <iterator>
+
+#include "absl/container/flat_hash_set.h"
 #include "common/time_util.h"
 
 namespace aijobs::scheduler {
@@ -15,8 +18,9 @@ void WorkerSession::Assign(const std::vector<ClaimedJob>& jobs) {
   out.reserve(jobs.size());
   {
     absl::MutexLock lock(&mu_);
+    absl::Time now = absl::Now();
     for (const ClaimedJob& c : jobs) {
-      running_[c.job.id()] = Running{c.job.attempt(), c.deadline};
+      running_[c.job.id()] = Running{c.job.attempt(), c.deadline, now};
       v1::Assignment& a = out.emplace_back();
       a.set_job_id(c.job.id());
       a.set_attempt(c.job.attempt());
@@ -80,9 +84,26 @@ bool WorkerSession::closed() {
   return closed_;
 }
 
-void WorkerSession::Heartbeat() {
+std::vector<std::pair<std::string, int32_t>> WorkerSession::Heartbeat(
+    const v1::Heartbeat& heartbeat) {
+  absl::flat_hash_set<std::pair<std::string, int32_t>> reported;
+  reported.reserve(heartbeat.running_size());
+  for (const v1::RunningJob& r : heartbeat.running()) reported.emplace(r.job_id(), r.attempt());
   absl::MutexLock lock(&mu_);
+  // Until the first heartbeat, the session's start counts as the previous one: nothing was
+  // assigned before it.
+  absl::Time previous = last_heartbeat_;
   last_heartbeat_ = absl::Now();
+  std::vector<std::pair<std::string, int32_t>> lost;
+  for (auto it = running_.begin(); it != running_.end();) {
+    auto next = std::next(it);
+    if (it->second.assigned_at < previous && !reported.contains({it->first, it->second.attempt})) {
+      lost.emplace_back(it->first, it->second.attempt);
+      running_.erase(it);
+    }
+    it = next;
+  }
+  return lost;
 }
 
 absl::Time WorkerSession::last_heartbeat() {

@@ -4,6 +4,7 @@
 //
 //   if (session->FreeSlots() > 0) session->Assign(claimed_jobs);
 //   session->Cancel(job_id, attempt, "cancelled by request");
+//   for (auto& [job, attempt] : session->Heartbeat(msg.heartbeat())) FailAsLost(job, attempt);
 #pragma once
 
 #include <cstdint>
@@ -49,7 +50,13 @@ class WorkerSession {
   void SetDraining();
   void MarkClosed();
   bool closed();
-  void Heartbeat() ABSL_LOCKS_EXCLUDED(mu_);
+  // Records a heartbeat and reconciles the attempts it lists with the ones running here.
+  // Returns (and forgets) the attempts running here that `heartbeat` does not list although
+  // they were assigned before the previous heartbeat arrived: the worker has had them for a
+  // whole heartbeat interval, so it lost them. Later assignments may still be in flight to
+  // the worker and are judged by the next heartbeat.
+  std::vector<std::pair<std::string, int32_t>> Heartbeat(const v1::Heartbeat& heartbeat)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::Time last_heartbeat();
 
   // Sends a cancel for the attempt to the worker.
@@ -72,6 +79,7 @@ class WorkerSession {
   struct Running {
     int32_t attempt;
     absl::Time deadline;
+    absl::Time assigned_at;
   };
   absl::flat_hash_map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
