@@ -302,7 +302,10 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(const std::vector<
   for (const auto& t : types) type_array.Add(t);
   Params p;
   p.Add(type_array.Finish()).Add(int64_t{limit}).Add(lease_owner).Add(MicrosLiteral(lease));
-  auto conn = relaxed_pool_->Acquire();
+  // Durable: the attempt number is the fencing token, and a claim dispatched before its commit
+  // reached the WAL could be forgotten by a database crash and the same attempt handed out
+  // again (two runs under one token, their output interleaved).
+  auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   // Planned on every call (not prepared): a queue table swings from empty to huge, and a
   // generic plan made while it was small (a sequential scan) would stick and burn the
@@ -352,7 +355,9 @@ absl::Status PgJobStore::AppendDeltas(const std::vector<DeltaRow>& rows) {
   for (const DeltaRow& row : rows) arrays.Add(row.job_id, row.batch);
   Params p;
   arrays.AppendTo(p);
-  auto conn = relaxed_pool_->Acquire();
+  // Durable: the hub forgets the pieces once this returns, and watchers have already seen
+  // them; a commit a database crash could still lose would leave a gap in every replay.
+  auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   return (*conn)->ExecPrepared("append_deltas", kSql, p).status();
 }

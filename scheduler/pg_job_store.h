@@ -15,9 +15,10 @@ namespace aijobs::scheduler {
 class PgJobStore : public JobStore {
  public:
   // `pool` commits durably. `relaxed_pool` (optional; defaults to `pool`) commits without
-  // waiting for the WAL flush and is used for writes whose loss in a database crash breaks
-  // no promise: claims (a lost claim leaves the job QUEUED, and delivery is at-least-once),
-  // lease extensions, streamed output (the final result is written durably) and job types.
+  // waiting for the WAL flush and is used only for writes whose loss in a database crash
+  // breaks no promise: lease extensions (a lost one at worst requeues the job under a new
+  // attempt) and job-type registrations. Claims (the attempt is the fencing token) and
+  // streamed output (watchers have seen it; replays must equal it) are durable.
   explicit PgJobStore(pg::Pool* pool, pg::Pool* relaxed_pool = nullptr)
       : pool_(pool), relaxed_pool_(relaxed_pool != nullptr ? relaxed_pool : pool) {}
 

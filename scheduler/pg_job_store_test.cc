@@ -1443,5 +1443,107 @@ TEST_F(MigrationsTest, ConcurrentReplicasMigrateOnce) {
   EXPECT_EQ((*out)[0].job.state(), v1::QUEUED);
 }
 
+// ---------------------------------------------------------------------------------------
+// Database crash (issue 11, bugs 1 and 2): a claim that was dispatched and output deltas a
+// watcher saw must survive `pg_ctl stop -m immediate`. The store is built as the scheduler
+// builds it (a durable pool and a relaxed one), on a private server; the WAL writer is slowed
+// to 10 s so that a commit not flushed by the committer itself is lost by the crash every time
+// instead of only in a ~200 ms window.
+
+class DatabaseCrashTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto server = testing::PgServer::Create();
+    if (server.ok()) server_ = std::move(*server).release();
+    else create_error_ = new absl::Status(server.status());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << *create_error_;
+    ASSERT_TRUE(server_->Start().ok());
+    absl::Status reset = testing::ResetDatabase(server_->conninfo());
+    ASSERT_TRUE(reset.ok()) << reset;
+    auto conn = pg::Connection::Open(server_->conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    absl::Status migrated = ApplyMigrations(**conn);
+    ASSERT_TRUE(migrated.ok()) << migrated;
+    for (const char* sql : {"ALTER SYSTEM SET wal_writer_delay = '10s'", "SELECT pg_reload_conf()"}) {
+      auto r = (*conn)->Exec(sql);
+      ASSERT_TRUE(r.ok()) << r.status();
+    }
+    absl::SleepFor(absl::Milliseconds(300));  // the WAL writer rereads its configuration
+  }
+
+  // A new pool and store after a restart: the old connections died with the server.
+  struct Store {
+    explicit Store(const std::string& conninfo)
+        : pool(conninfo, 2), relaxed(conninfo, 2, 30000, /*synchronous_commit=*/false),
+          store(&pool, &relaxed) {}
+    pg::Pool pool;
+    pg::Pool relaxed;
+    PgJobStore store;
+  };
+
+  static testing::PgServer* server_;
+  static absl::Status* create_error_;
+};
+
+testing::PgServer* DatabaseCrashTest::server_ = nullptr;
+absl::Status* DatabaseCrashTest::create_error_ = nullptr;
+
+TEST_F(DatabaseCrashTest, DispatchedClaimAndStreamedOutputSurviveACrash) {
+  NewJob job;
+  job.id = NewUuid();
+  job.type = "chat";
+  *job.spec.mutable_input() = TextStruct("prompt", "hello");
+  job.max_attempts = 3;
+  std::string id = job.id;
+  {
+    Store s(server_->conninfo());
+    auto inserted = s.store.InsertJobs({std::move(job)});
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    auto claimed = s.store.ClaimJobs({"chat"}, 1, "session-1", kLease, kDefaultTimeout);
+    ASSERT_TRUE(claimed.ok()) << claimed.status();
+    ASSERT_EQ(claimed->size(), 1u);
+    const v1::Job& running = (*claimed)[0].job;
+    ASSERT_EQ(running.attempt(), 1);
+    // What a worker would stream under attempt 1, flushed by the hub as it arrives.
+    absl::Status appended =
+        s.store.AppendDeltas({Deltas(id, 1, running.last_seq() + 1, {"Good", " morning"})});
+    ASSERT_TRUE(appended.ok()) << appended;
+    absl::Status crashed = server_->Crash();
+    ASSERT_TRUE(crashed.ok()) << crashed;
+  }
+  absl::Status started = server_->Start();
+  ASSERT_TRUE(started.ok()) << started;
+
+  Store s(server_->conninfo());
+  auto after = s.store.GetJob(Caller{}, id);
+  ASSERT_TRUE(after.ok()) << after.status();
+  // Attempt 1 was dispatched: it must still be taken, so it can never be handed out again.
+  EXPECT_EQ(after->state(), v1::RUNNING);
+  EXPECT_EQ(after->attempt(), 1);
+  auto page = s.store.ReadEvents(Caller{}, id, 0, 100);
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::string text;
+  for (const auto& e : page->events) {
+    if (e.has_output_delta()) text += e.output_delta().text();
+  }
+  EXPECT_EQ(text, "Good morning");
+  // When attempt 1's lease runs out (its scheduler lost the worker), the next run is attempt 2.
+  auto conn = pg::Connection::Open(server_->conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  ASSERT_TRUE((*conn)->Exec("UPDATE jobs SET lease_expires_at = now() - interval '1 second'").ok());
+  auto requeued = s.store.RequeueExpiredLeases(10);
+  ASSERT_TRUE(requeued.ok()) << requeued.status();
+  auto again = s.store.ClaimJobs({"chat"}, 1, "session-2", kLease, kDefaultTimeout);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].job.attempt(), 2);
+}
+
 }  // namespace
 }  // namespace aijobs::scheduler

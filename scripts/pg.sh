@@ -2,10 +2,12 @@
 # Starts and stops a private PostgreSQL server for development and tests.
 #   scripts/pg.sh start DATADIR PORT   initdb on first use, start on 127.0.0.1:PORT, create db aijobs
 #   scripts/pg.sh stop DATADIR
+#   scripts/pg.sh crash DATADIR        immediate stop (no checkpoint: like a power cut; the next
+#                                      start runs crash recovery)
 # Prints the conninfo on start. As root, the server runs as the unprivileged 'postgres' user.
 set -euo pipefail
 PGBIN=${AIJOBS_PG_BIN:-/usr/lib/postgresql/15/bin}
-cmd=${1:?usage: pg.sh start|stop DATADIR [PORT]}
+cmd=${1:?usage: pg.sh start|stop|crash DATADIR [PORT]}
 datadir=$(realpath -m "${2:?DATADIR required}")
 
 as_pg() {
@@ -47,5 +49,10 @@ CONF
       as_pg "$PGBIN/pg_ctl" -D "$datadir" -m fast -w -t 60 stop >/dev/null 2>&1 || true
     fi
     ;;
-  *) echo "usage: pg.sh start|stop DATADIR [PORT]" >&2; exit 2 ;;
+  crash)
+    if [ -s "$datadir/postmaster.pid" ]; then
+      as_pg "$PGBIN/pg_ctl" -D "$datadir" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+    ;;
+  *) echo "usage: pg.sh start|stop|crash DATADIR [PORT]" >&2; exit 2 ;;
 esac
