@@ -1545,5 +1545,36 @@ TEST_F(DatabaseCrashTest, DispatchedClaimAndStreamedOutputSurviveACrash) {
   EXPECT_EQ((*again)[0].job.attempt(), 2);
 }
 
+// Issue 11, bug 6: after a fast restart the pool's idle sessions are closed; the first
+// calls used to fail "server closed the connection unexpectedly" until each was used once.
+TEST_F(DatabaseCrashTest, PooledSessionsFromBeforeARestartAreReplaced) {
+  Store s(server_->conninfo());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    NewJob job;
+    job.id = NewUuid();
+    job.type = "chat";
+    *job.spec.mutable_input() = TextStruct("prompt", "hello");
+    job.max_attempts = 3;
+    ids.push_back(job.id);
+    auto inserted = s.store.InsertJobs({std::move(job)});
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+  }
+  // Both sessions of the durable pool are open and idle.
+  {
+    auto a = s.pool.Acquire();
+    auto b = s.pool.Acquire();
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE((*a)->Exec("SELECT 1").ok());
+    ASSERT_TRUE((*b)->Exec("SELECT 1").ok());
+  }
+  ASSERT_TRUE(server_->Stop().ok());
+  ASSERT_TRUE(server_->Start().ok());
+  for (const std::string& id : ids) {
+    auto job = s.store.GetJob(Caller{}, id);
+    EXPECT_TRUE(job.ok()) << job.status();
+  }
+}
+
 }  // namespace
 }  // namespace aijobs::scheduler

@@ -1,6 +1,7 @@
 #include "common/pg/connection.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cstdlib>
 
@@ -171,6 +172,16 @@ absl::StatusOr<Result> Connection::ExecPrepared(const std::string& name, std::st
 }
 
 bool Connection::healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
+
+bool Connection::IdleSessionAlive() {
+  if (PQstatus(conn_) != CONNECTION_OK) return false;
+  pollfd pfd{PQsocket(conn_), POLLIN, 0};
+  int n = poll(&pfd, 1, 0);
+  if (n == 0) return true;
+  // Readable (or an error) while no statement runs: EOF, or an error the server sent before
+  // closing. Pool sessions do not LISTEN, so nothing else is expected here.
+  return false;
+}
 
 int Connection::socket() const { return PQsocket(conn_); }
 

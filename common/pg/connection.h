@@ -100,6 +100,10 @@ class Connection {
 
   // True while the session is usable; a pool drops connections that are not.
   bool healthy() const;
+  // For an idle session: false when it is known to be dead without a round trip — the
+  // server closed it or sent something unasked (a restarted or shut-down server sends
+  // FATAL 57P01 and closes). A pool checks this before lending an idle connection.
+  bool IdleSessionAlive();
   // The socket, for waiting on notifications.
   int socket() const;
   struct Notification {

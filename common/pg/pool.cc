@@ -1,6 +1,7 @@
 #include "common/pg/pool.h"
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace aijobs::pg {
 
@@ -16,6 +17,7 @@ Pool::Pool(std::string conninfo, int size, int statement_timeout_ms, bool synchr
 
 absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
+  int dropped = 0;
   {
     absl::MutexLock lock(&mu_);
     auto ready = [this]()
@@ -24,12 +26,20 @@ absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
       return absl::DeadlineExceededError(
           absl::StrCat("no database connection free within ", absl::FormatDuration(timeout)));
     }
-    if (!idle_.empty()) {
+    // Idle sessions a database restart closed are dropped here, not handed out to fail
+    // their caller's statement.
+    while (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
-      return Lease(this, std::move(conn));
+      if (conn->IdleSessionAlive()) return Lease(this, std::move(conn));
+      --open_;
+      ++dropped;
     }
     ++open_;
+  }
+  if (dropped > 0) {
+    spdlog::warn("database: dropped {} pooled connection(s) the server had closed; reconnecting",
+                 dropped);
   }
   auto conn = Connection::Open(conninfo_, statement_timeout_ms_, synchronous_commit_);
   if (!conn.ok()) {
