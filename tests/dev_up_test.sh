@@ -46,6 +46,9 @@ submit() {
   timeout 20 "$BIN/aijobsctl" --server "127.0.0.1:$sched_port" submit --type chat \
     --prompt "$1" --wait
 }
+# dev up says it is up only once the scheduler and the gateway accept connections.
+wait_for 90 grep -q "aijobs is up" "$tmp/dev.out" || fail "dev up did not say it is up in 90s"
+(echo >"/dev/tcp/127.0.0.1/$sched_port") 2>/dev/null || fail "up, but the scheduler is not listening"
 wait_for 40 curl -fsS "http://127.0.0.1:$gw_port/healthz" || fail "gateway not up in 40s"
 wait_for 20 test -n "$(pids_of "$worker1")" || fail "worker-1 not running"
 submit "before the kill" >/dev/null || fail "a job did not finish before the kill"
