@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "aijobs/client.h"
 #include "client-sdk/fake_job_service.h"
@@ -276,6 +277,56 @@ TEST_F(ClientTest, UnaryCallAgainstNoServerFailsUnavailableWithinDeadline) {
               job.status().code() == absl::StatusCode::kDeadlineExceeded)
       << job.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(ClientTest, SubmitWithIdempotencyKeyIsRetriedThroughAReplicaRestart) {
+  server_.service().FailNextSubmits(
+      {grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"),
+       grpc::Status(grpc::StatusCode::CANCELLED, "server shutting down")});
+  v1::SubmitJobRequest request = ChatRequest("retry me");
+  request.set_idempotency_key("retry-key");
+  absl::StatusOr<v1::Job> job = client_.Submit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->idempotency_key(), "retry-key");
+  EXPECT_EQ(server_.service().submit_requests().size(), 3u);
+}
+
+TEST_F(ClientTest, SubmitWithoutIdempotencyKeyIsNotRetried) {
+  // A retry could create the job twice: the caller gets the error.
+  server_.service().FailNextSubmits({grpc::Status(grpc::StatusCode::UNAVAILABLE, "refused")});
+  absl::StatusOr<v1::Job> job = client_.Submit(ChatRequest("once"));
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server_.service().submit_requests().size(), 1u);
+}
+
+TEST_F(ClientTest, SubmitRetriesStopAtMaxTries) {
+  ClientOptions options = FastOptions();
+  options.submit_max_tries = 2;
+  Client client(server_.address(), options);
+  server_.service().FailNextSubmits({grpc::Status(grpc::StatusCode::UNAVAILABLE, "a"),
+                                     grpc::Status(grpc::StatusCode::UNAVAILABLE, "b"),
+                                     grpc::Status(grpc::StatusCode::UNAVAILABLE, "c")});
+  v1::SubmitJobRequest request = ChatRequest("bounded");
+  request.set_idempotency_key("bounded-key");
+  absl::StatusOr<v1::Job> job = client.Submit(request);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(job.status().message(), "b");
+  EXPECT_EQ(server_.service().submit_requests().size(), 2u);
+}
+
+TEST(ClientFailoverTest, AListOfReplicasSkipsTheOneThatIsDown) {
+  std::string down;
+  {
+    FakeJobServer gone;  // its port is closed once it is destroyed
+    down = gone.address();
+  }
+  FakeJobServer up;
+  Client client(absl::StrCat(down, ",", up.address()), FastOptions());
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<v1::Job> job = client.Submit(ChatRequest("failover"));
+    ASSERT_TRUE(job.ok()) << i << ": " << job.status();
+  }
+  EXPECT_EQ(up.service().submit_requests().size(), 10u);
 }
 
 TEST_F(ClientTest, ConcurrentSubmitsFromManyThreadsAllSucceed) {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "aijobs/client.h"
+#include "common/scheduler_target.h"
 
 namespace aijobs::ctl {
 namespace {
@@ -38,7 +39,8 @@ constexpr char kGlobalUsage[] =
     "  cancel ID [--reason TEXT] [--json]\n"
     "  retry ID [--json]\n"
     "  list [--state S] [--type T] [--page_size N] [--page_token P] [--json]\n"
-    "--server defaults to 127.0.0.1:50051; --timeout (e.g. 10s, 500ms, or seconds) bounds each\n"
+    "--server defaults to 127.0.0.1:50051 (several replicas: a comma-separated list of IP:PORT);\n"
+    "--timeout (e.g. 10s, 500ms, or seconds) bounds each\n"
     "unary call. With --wait or --watch, the exit status is 0 only if the job SUCCEEDED.\n";
 
 struct FlagSpec {
@@ -339,6 +341,8 @@ class Cli {
     }
 
     ClientOptions options;
+    // An operator at a terminal wants "unreachable" at once, not after --timeout.
+    options.wait_for_ready = false;
     if (parsed.Has("timeout")) {
       absl::Duration timeout;
       const std::string text = parsed.Get("timeout");
@@ -356,6 +360,9 @@ class Cli {
     }
     server_ = parsed.Get("server", kDefaultServer);
     if (server_.empty()) return Usage({"--server must not be empty", kGlobalUsage});
+    if (absl::Status s = SchedulerChannelTargetFromList(server_).status(); !s.ok()) {
+      return Usage({absl::StrCat("--server: ", s.message()), kGlobalUsage});
+    }
     options_ = options;
 
     const std::string name = command.name;

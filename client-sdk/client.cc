@@ -11,6 +11,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "common/scheduler_target.h"
 #include "common/status.h"
 
 namespace aijobs {
@@ -26,6 +27,7 @@ int ToIntMillis(absl::Duration d) {
 grpc::ChannelArguments BuildChannelArgs(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetUserAgentPrefix("aijobs-client/1");
+  SetFailoverChannelArgs(&args);
   if (options.keepalive_time > absl::ZeroDuration()) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ToIntMillis(options.keepalive_time));
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToIntMillis(options.keepalive_timeout));
@@ -83,11 +85,18 @@ void ApplyEvent(const v1::JobEvent& event, v1::Job* job) {
   }
 }
 
+// A comma-separated list of replicas becomes one balanced target; anything else (or a list
+// that cannot be one, whose calls then fail to resolve) is passed to gRPC as given.
+std::string ChannelTarget(const std::string& target) {
+  absl::StatusOr<std::string> list = SchedulerChannelTargetFromList(target);
+  return list.ok() ? *list : target;
+}
+
 }  // namespace
 
 Client::Client(const std::string& target, ClientOptions options)
     : Client(grpc::CreateCustomChannel(
-                 target,
+                 ChannelTarget(target),
                  options.credentials ? options.credentials : grpc::InsecureChannelCredentials(),
                  BuildChannelArgs(options)),
              options) {}
@@ -99,16 +108,31 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
 
 void Client::PrepareContext(grpc::ClientContext* context, absl::Time deadline) const {
   if (deadline != absl::InfiniteFuture()) context->set_deadline(absl::ToChronoTime(deadline));
+  if (options_.wait_for_ready) context->set_wait_for_ready(true);
   for (const auto& [key, value] : options_.metadata) context->AddMetadata(key, value);
 }
 
 absl::StatusOr<v1::Job> Client::Submit(const v1::SubmitJobRequest& request) const {
-  grpc::ClientContext context;
-  PrepareContext(&context, absl::Now() + options_.default_deadline);
-  v1::Job job;
-  grpc::Status status = stub_->SubmitJob(&context, request, &job);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return job;
+  const absl::Time deadline = absl::Now() + options_.default_deadline;
+  const bool retry_safe = !request.idempotency_key().empty();
+  absl::Duration backoff = options_.watch_initial_backoff;
+  absl::BitGen random;
+  for (int tries = 1;; ++tries) {
+    grpc::ClientContext context;
+    PrepareContext(&context, deadline);
+    v1::Job job;
+    grpc::Status status = stub_->SubmitJob(&context, request, &job);
+    if (status.ok()) return job;
+    const bool transient = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           status.error_code() == grpc::StatusCode::CANCELLED;
+    if (!retry_safe || !transient || tries >= options_.submit_max_tries) {
+      return FromGrpcStatus(status);
+    }
+    const absl::Duration sleep = backoff * absl::Uniform(random, 0.8, 1.2);
+    if (absl::Now() + sleep >= deadline) return FromGrpcStatus(status);
+    absl::SleepFor(sleep);
+    backoff = std::min(backoff * 2, options_.watch_max_backoff);
+  }
 }
 
 absl::StatusOr<v1::Job> Client::Get(const std::string& job_id) const {
@@ -171,6 +195,7 @@ absl::StatusOr<v1::Job> Client::Watch(const std::string& job_id, int64_t after_s
   while (true) {
     grpc::ClientContext context;
     PrepareContext(&context, deadline);
+    context.set_wait_for_ready(false);  // this loop paces reconnects and counts failures
     v1::WatchJobRequest request;
     request.set_job_id(job_id);
     request.set_after_seq(last_seq);

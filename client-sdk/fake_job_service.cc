@@ -75,6 +75,11 @@ void FakeJobService::SetSubmitScript(SubmitScript script) {
   submit_script_ = std::move(script);
 }
 
+void FakeJobService::FailNextSubmits(std::vector<grpc::Status> statuses) {
+  absl::MutexLock lock(&mu_);
+  for (grpc::Status& s : statuses) submit_failures_.push_back(std::move(s));
+}
+
 std::vector<v1::SubmitJobRequest> FakeJobService::submit_requests() const {
   absl::MutexLock lock(&mu_);
   return submit_requests_;
@@ -106,6 +111,11 @@ grpc::Status FakeJobService::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
   absl::MutexLock lock(&mu_);
   ++rpc_count_;
   submit_requests_.push_back(*request);
+  if (!submit_failures_.empty()) {
+    grpc::Status status = submit_failures_.front();
+    submit_failures_.pop_front();
+    return status;
+  }
   if (request->type().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "type must not be empty");
   }

@@ -48,6 +48,8 @@ class FakeJobService final : public v1::JobService::Service {
   // Queues a break for the next WatchJob call of job_id that has none (FIFO).
   void AddWatchBreak(const std::string& job_id, WatchBreak b) ABSL_LOCKS_EXCLUDED(mu_);
   void SetSubmitScript(SubmitScript script) ABSL_LOCKS_EXCLUDED(mu_);
+  // The next SubmitJob calls (after being recorded) fail with these statuses, in order.
+  void FailNextSubmits(std::vector<grpc::Status> statuses) ABSL_LOCKS_EXCLUDED(mu_);
 
   // What the service saw.
   std::vector<v1::SubmitJobRequest> submit_requests() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -82,6 +84,7 @@ class FakeJobService final : public v1::JobService::Service {
   std::vector<v1::ListJobsRequest> list_requests_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::CancelJobRequest> cancel_requests_ ABSL_GUARDED_BY(mu_);
   SubmitScript submit_script_ ABSL_GUARDED_BY(mu_);
+  std::deque<grpc::Status> submit_failures_ ABSL_GUARDED_BY(mu_);
 };
 
 // Runs a FakeJobService on 127.0.0.1 with a port chosen by the OS.

@@ -14,13 +14,16 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
+#include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HTTP listen address host:port");
-ABSL_FLAG(std::string, scheduler, "127.0.0.1:50051", "the scheduler's gRPC address host:port");
+ABSL_FLAG(std::string, scheduler, "127.0.0.1:50051",
+          "the scheduler's gRPC address host:port, or a comma-separated list of replicas "
+          "(literal IP:PORT); calls are balanced over them and skip one that is down");
 // One by default: responses and stream chunks are sent by the threads that produce them
 // (gRPC's), so the io threads only accept, read requests and answer the fixed endpoints. On
 // the 2-core target machine a second io thread bought no throughput beyond run-to-run noise
@@ -104,11 +107,17 @@ int main(int argc, char** argv) {
   options.sse_heartbeat = absl::Milliseconds(absl::GetFlag(FLAGS_sse_heartbeat_ms));
   options.access_log = absl::GetFlag(FLAGS_access_log);
 
+  absl::StatusOr<std::string> target =
+      aijobs::SchedulerChannelTargetFromList(absl::GetFlag(FLAGS_scheduler));
+  if (!target.ok()) {
+    std::cerr << "aijobs-gateway: --scheduler: " << target.status().message() << "\n";
+    return 2;
+  }
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_scheduler),
-                                           grpc::InsecureChannelCredentials(), args);
+  aijobs::SetFailoverChannelArgs(&args);
+  auto channel = grpc::CreateCustomChannel(*target, grpc::InsecureChannelCredentials(), args);
   absl::StatusOr<std::unique_ptr<gw::Gateway>> gateway = gw::Gateway::Create(options, channel);
   if (!gateway.ok()) {
     std::cerr << "aijobs-gateway: " << gateway.status().message() << "\n";

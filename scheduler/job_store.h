@@ -135,6 +135,13 @@ class JobStore {
   // Requeues (or fails, when attempts are used up) every RUNNING job whose lease expired.
   virtual absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) = 0;
 
+  // Requeues (or fails, when attempts are used up) the listed (job id, attempt) pairs that
+  // are still RUNNING with that attempt, recording `error`: a worker gave them up (its
+  // stream broke) and reported it on a new stream, possibly to another replica. Pairs that
+  // no longer run (ended, superseded) are skipped. Returns the jobs that changed.
+  virtual absl::StatusOr<std::vector<v1::Job>> ReleaseAttempts(
+      const std::vector<std::pair<std::string, int32_t>>& attempts, const v1::JobError& error) = 0;
+
   // Cancels a QUEUED or RUNNING job. `last_seq` is the highest seq the caller's replica
   // used for the job (0 if none). FAILED_PRECONDITION when the job already ended.
   virtual absl::StatusOr<v1::Job> CancelJob(const Caller& caller, const std::string& id,

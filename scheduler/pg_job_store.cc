@@ -462,6 +462,35 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit)
   return RowsToJobs(*r);
 }
 
+absl::StatusOr<std::vector<v1::Job>> PgJobStore::ReleaseAttempts(
+    const std::vector<std::pair<std::string, int32_t>>& attempts, const v1::JobError& error) {
+  if (attempts.empty()) return std::vector<v1::Job>{};
+  // Locked in id order (as FinishAttempts) so it never deadlocks with a concurrent batch; the
+  // lock re-checks state and attempt, so an attempt that ended meanwhile is skipped.
+  static constexpr char kSql[] =
+      "WITH a AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(a_id, a_attempt)), "
+      "x AS (SELECT id AS x_id FROM jobs JOIN a ON id = a_id AND attempt = a_attempt "
+      "WHERE state = 2 ORDER BY id FOR UPDATE OF jobs), "
+      "upd AS (UPDATE jobs SET state = CASE WHEN attempt < max_attempts THEN 1 ELSE 4 END, "
+      "error = $3::bytea, lease_owner = NULL, lease_expires_at = NULL, run_after = now(), "
+      "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END, "
+      "updated_at = now(), last_seq = " NEXT_SEQ_FROM_EVENTS("0") " FROM x WHERE id = x_id "
+      "AND state = 2 RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
+      "SELECT " JOB_NAMES " FROM upd";
+  ArrayBuilder ids, numbers;
+  for (const auto& [id, attempt] : attempts) {
+    ids.Add(id);
+    numbers.Add(int64_t{attempt});
+  }
+  Params p;
+  p.Add(ids.Finish()).Add(numbers.Finish()).AddBinary(error.SerializeAsString());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared("release_attempts", kSql, p);
+  if (!r.ok()) return r.status();
+  return RowsToJobs(*r);
+}
+
 absl::StatusOr<v1::Job> PgJobStore::CancelJob(const Caller& caller, const std::string& id,
                                               const std::string& reason, int64_t last_seq) {
   static constexpr char kSql[] =

@@ -34,6 +34,9 @@ class PgJobStore : public JobStore {
   absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
       const std::vector<AttemptOutcome>& outcomes) override;
   absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) override;
+  absl::StatusOr<std::vector<v1::Job>> ReleaseAttempts(
+      const std::vector<std::pair<std::string, int32_t>>& attempts,
+      const v1::JobError& error) override;
   absl::StatusOr<v1::Job> CancelJob(const Caller& caller, const std::string& id,
                                     const std::string& reason, int64_t last_seq) override;
   absl::StatusOr<v1::Job> RetryJob(const Caller& caller, const std::string& id) override;

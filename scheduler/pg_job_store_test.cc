@@ -989,6 +989,46 @@ TEST_F(PgJobStoreTest, ExpiredLeaseIsRequeuedThenFailedWhenAttemptsAreUsedUp) {
   EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
 }
 
+TEST_F(PgJobStoreTest, ReleaseAttemptsRequeuesOnlyTheNamedRunningAttempts) {
+  v1::Job job = Submit(MakeJob("chat", 0, /*max_attempts=*/2));
+  ClaimOne("chat", absl::Minutes(5), "lost-session");
+  v1::Job other = Submit(MakeJob("embed"));
+  ClaimOne("embed", absl::Minutes(5), "healthy-session");
+  // Streamed output already flushed: the requeue event must come after it.
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"Hel", "lo"})}).ok());
+  v1::JobError error;
+  error.set_code("WORKER_DISCONNECTED");
+  error.set_retryable(true);
+
+  // A stale attempt number, an unknown job and a job that is not running change nothing.
+  auto none = store_->ReleaseAttempts(
+      {{job.id(), 7}, {NewUuid(), 1}, {Submit(MakeJob("rare")).id(), 0}}, error);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(*none, IsEmpty());
+
+  auto released = store_->ReleaseAttempts({{job.id(), 1}}, error);
+  ASSERT_TRUE(released.ok()) << released.status();
+  ASSERT_EQ(released->size(), 1u);
+  EXPECT_EQ((*released)[0].state(), v1::QUEUED);
+  EXPECT_EQ((*released)[0].error().code(), "WORKER_DISCONNECTED");
+  EXPECT_EQ(Get(other.id()).state(), v1::RUNNING);
+  EXPECT_THAT(DescribeAll(Events(job.id())),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 Hel",
+                          "4 delta a1 lo", "5 state QUEUED a1 err=WORKER_DISCONNECTED"));
+  // Released twice (the worker's report raced the replica's own requeue): no change.
+  auto again = store_->ReleaseAttempts({{job.id(), 1}}, error);
+  ASSERT_TRUE(again.ok());
+  EXPECT_THAT(*again, IsEmpty());
+
+  // The last attempt released fails the job, like an expired lease.
+  EXPECT_EQ(ClaimOne().job.attempt(), 2);
+  auto last = store_->ReleaseAttempts({{job.id(), 2}}, error);
+  ASSERT_TRUE(last.ok());
+  ASSERT_EQ(last->size(), 1u);
+  EXPECT_EQ((*last)[0].state(), v1::FAILED);
+  EXPECT_TRUE((*last)[0].has_finished_at());
+}
+
 TEST_F(PgJobStoreTest, ExtendLeasesKeepsTheNamedRunningJobs) {
   v1::Job job = Submit(MakeJob());
   v1::Job forgotten = Submit(MakeJob());

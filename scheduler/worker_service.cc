@@ -205,6 +205,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       }
       freed |= EndAttempt(std::move(o));
     }
+    if (!msg.abandoned().empty()) freed |= ReleaseAbandoned(msg.abandoned());
     // After the message's completions and failures: the heartbeat beside them no longer
     // lists the attempts they end.
     if (msg.has_heartbeat()) freed |= FailUnreported(msg.heartbeat());
@@ -236,6 +237,55 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       deps_.finisher->Submit(std::move(o), std::move(tail.unflushed));
     }
     return !lost.empty();
+  }
+
+  // Requeues the attempts the worker gave up when an earlier stream broke. They were
+  // assigned on that stream, by this replica or another (maybe gone), so they are released
+  // in the store, fenced by attempt number, rather than through this session. Returns
+  // whether a slot of this session was freed.
+  bool ReleaseAbandoned(const google::protobuf::RepeatedPtrField<v1::RunningJob>& abandoned) {
+    bool freed = false;
+    std::vector<std::pair<std::string, int32_t>> release;
+    for (const v1::RunningJob& a : abandoned) {
+      if (!IsUuid(a.job_id()) || a.attempt() <= 0) continue;  // never a job of ours
+      if (session_->RunningAttempt(a.job_id()) == a.attempt()) {
+        // Assigned on this very stream: end it here like any failure.
+        AttemptOutcome o;
+        o.job_id = a.job_id();
+        o.attempt = a.attempt();
+        o.kind = AttemptOutcome::Kind::kRetryableFailure;
+        o.error = AbandonedError();
+        freed |= EndAttempt(std::move(o));
+        continue;
+      }
+      release.emplace_back(a.job_id(), a.attempt());
+    }
+    if (release.empty()) return freed;
+    spdlog::info("worker {} gave up {} attempt(s) when an earlier stream broke; requeueing them",
+                 session_->worker_id(), release.size());
+    JobStore* store = deps_.store;
+    EventHub* hub = deps_.hub;
+    Dispatcher* dispatcher = deps_.dispatcher;
+    deps_.executor->Run([store, hub, dispatcher, release = std::move(release)] {
+      auto jobs = store->ReleaseAttempts(release, AbandonedError());
+      if (!jobs.ok()) {
+        // Their leases expire and the reaper requeues them instead.
+        spdlog::warn("requeueing {} abandoned attempt(s) failed: {}", release.size(),
+                     jobs.status().ToString());
+        return;
+      }
+      for (const v1::Job& job : *jobs) hub->Publish(TransitionEvent(job));
+      if (!jobs->empty()) dispatcher->Wake();
+    });
+    return freed;
+  }
+
+  static v1::JobError AbandonedError() {
+    v1::JobError error;
+    error.set_code("WORKER_DISCONNECTED");
+    error.set_message("the worker's stream to the scheduler that assigned this attempt broke");
+    error.set_retryable(true);
+    return error;
   }
 
   bool EndAttempt(AttemptOutcome o) {

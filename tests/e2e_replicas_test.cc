@@ -4,6 +4,12 @@
 // stops the attempt on the other replica's worker.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
 #include "tests/e2e_cluster.h"
 
 namespace aijobs::testing {
@@ -70,6 +76,77 @@ TEST_F(E2eReplicasTest, CancelOnOneReplicaStopsTheAttemptOnTheOther) {
   Job after;
   ASSERT_TRUE(Get(job.id(), &after).ok());
   EXPECT_EQ(after.state(), aijobs::v1::CANCELLED);
+}
+
+// A rolling restart: SIGTERM of the replica a worker is connected to sends that worker to
+// the other replica (it must not exit), and work submitted afterwards still runs.
+TEST_F(E2eReplicasTest, SchedulerSigtermSendsItsWorkerToTheOtherReplica) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler());
+  Process* a = scheduler();
+  const std::string a_address = scheduler_address();
+  ASSERT_NO_FATAL_FAILURE(StartScheduler());
+  Process* b = scheduler();
+  Process* worker = StartWorker(
+      "roaming", {"--scheduler", absl::StrCat(a_address, ",", scheduler_address())});
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return a->ReadStdout().find("worker roaming connected") !=
+                                   std::string::npos; },
+                      absl::Seconds(15)))
+      << worker->LogTail();
+
+  ASSERT_TRUE(a->Signal(SIGTERM).ok());
+  ASSERT_TRUE(WaitFor([&] { return b->ReadStdout().find("worker roaming connected") !=
+                                   std::string::npos; },
+                      absl::Seconds(15)))
+      << worker->LogTail();
+  Job job;
+  ASSERT_TRUE(Submit(ChatRequest("after the restart", "{}"), &job).ok());
+  WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(30));
+  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
+  ASSERT_TRUE(w.events.back().has_final_job());
+  EXPECT_EQ(w.events.back().final_job().state(), aijobs::v1::SUCCEEDED);
+  EXPECT_TRUE(worker->IsRunning()) << worker->LogTail();
+}
+
+// kill -9 of the replica that assigned a running attempt: the worker reconnects to the
+// other replica and reports the attempt it had to give up, which is requeued at once
+// (WORKER_DISCONNECTED) instead of after its 30 s lease (LEASE_EXPIRED).
+TEST_F(E2eReplicasTest, AttemptCutOffByAReplicaCrashIsRequeuedWithoutWaitingForItsLease) {
+  const std::vector<std::string> long_lease = {"--lease_ms", "30000"};
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(long_lease));
+  Process* a = scheduler();
+  const std::string a_address = scheduler_address();
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(long_lease));
+  Process* worker = StartWorker(
+      "survivor", {"--scheduler", absl::StrCat(a_address, ",", scheduler_address())});
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return a->ReadStdout().find("worker survivor connected") !=
+                                   std::string::npos; },
+                      absl::Seconds(15)))
+      << worker->LogTail();
+  Job job;
+  ASSERT_TRUE(
+      Submit(ChatRequest("outlive a crash", R"({"tokens": 60, "tokens_per_s": 30})"), &job).ok());
+  {
+    EventCollector watch(stub(), job.id());
+    ASSERT_TRUE(watch.WaitForDeltas(1, absl::Seconds(15)));
+  }
+  a->Kill();
+  WatchResult w = WatchToEnd(job.id(), 0, absl::Seconds(25));
+  ASSERT_TRUE(w.status.ok()) << w.status.error_message() << worker->LogTail();
+  ASSERT_FALSE(w.events.empty());
+  ASSERT_TRUE(w.events.back().has_final_job()) << worker->LogTail();
+  EXPECT_EQ(w.events.back().final_job().state(), aijobs::v1::SUCCEEDED);
+  EXPECT_EQ(w.events.back().final_job().attempt(), 2);
+  std::vector<std::string> requeues;
+  for (const auto& e : w.events) {
+    if (e.has_state_change() && e.state_change().state() == aijobs::v1::QUEUED &&
+        e.state_change().has_error()) {
+      requeues.push_back(e.state_change().error().code());
+    }
+  }
+  EXPECT_EQ(requeues, std::vector<std::string>{"WORKER_DISCONNECTED"}) << worker->LogTail();
+  EXPECT_EQ(AssembleText(w.events), ResultText(w.events.back().final_job()));
 }
 
 }  // namespace

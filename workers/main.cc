@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_handlers.h"
@@ -30,7 +31,9 @@
 #include "workers/sim_provider.h"
 #include "workers/worker_connection.h"
 
-ABSL_FLAG(std::string, scheduler, "", "Scheduler address HOST:PORT (required)");
+ABSL_FLAG(std::string, scheduler, "",
+          "Scheduler address HOST:PORT, or a comma-separated list of replicas (required); the "
+          "worker moves to the next one when its stream breaks or the scheduler drains");
 ABSL_FLAG(std::string, worker_id, "", "Worker id; default hostname-pid");
 ABSL_FLAG(int, slots, 64, "How many jobs run at once");
 ABSL_FLAG(std::string, job_types, "chat,embed", "Comma-separated job types to accept");
@@ -76,11 +79,17 @@ int main(int argc, char** argv) {
 
   namespace w = aijobs::worker;
   w::WorkerConnectionOptions options;
-  options.scheduler = absl::GetFlag(FLAGS_scheduler);
-  if (options.scheduler.empty()) {
+  if (absl::GetFlag(FLAGS_scheduler).empty()) {
     spdlog::error("--scheduler HOST:PORT is required");
     return 2;
   }
+  absl::StatusOr<std::vector<std::string>> schedulers =
+      aijobs::ParseSchedulerList(absl::GetFlag(FLAGS_scheduler));
+  if (!schedulers.ok()) {
+    spdlog::error("--scheduler: {}", std::string(schedulers.status().message()));
+    return 2;
+  }
+  options.schedulers = *std::move(schedulers);
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.slots = absl::GetFlag(FLAGS_slots);
@@ -159,7 +168,7 @@ int main(int argc, char** argv) {
   });
 
   spdlog::info("worker {} starting: scheduler {}, slots {}, job types {}", options.worker_id,
-               options.scheduler, options.slots, absl::StrJoin(options.job_types, ","));
+               absl::StrJoin(options.schedulers, ","), options.slots, absl::StrJoin(options.job_types, ","));
   absl::Status status = connection.Run();
   if (!status.ok()) {
     spdlog::error("worker stopped: {}", std::string(status.message()));

@@ -66,11 +66,20 @@ class WorkerConnection::RunningJob : public JobContext {
 };
 
 struct WorkerConnection::Session {
+  explicit Session(std::string scheduler) : scheduler(std::move(scheduler)) {}
+  const std::string scheduler;
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<WorkerMessage, SchedulerMessage>> stream;
-  bool reader_done = false;  // guarded by mu_
-  bool welcomed = false;     // guarded by mu_
+  bool reader_done = false;         // guarded by mu_
+  bool welcomed = false;            // guarded by mu_
+  bool scheduler_draining = false;  // guarded by mu_: the scheduler sent drain
 };
+
+namespace {
+// More abandoned attempts than this are left to lease expiry (bounds memory while no
+// scheduler can be reached for a long time).
+constexpr size_t kMaxAbandoned = 100000;
+}  // namespace
 
 WorkerConnection::WorkerConnection(WorkerConnectionOptions options, const HandlerRegistry* registry)
     : options_(std::move(options)),
@@ -80,27 +89,46 @@ WorkerConnection::WorkerConnection(WorkerConnectionOptions options, const Handle
 WorkerConnection::~WorkerConnection() = default;
 
 absl::Status WorkerConnection::Run() {
+  if (options_.schedulers.empty()) {
+    return absl::InvalidArgumentError("the worker needs at least one scheduler address");
+  }
   absl::BitGen rng;
   int failures = 0;
+  size_t next = 0;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (draining_ || shutdown_) break;
     }
-    SessionEnd end = RunSession();
+    const std::string& scheduler = options_.schedulers[next % options_.schedulers.size()];
+    SessionEnd end = RunSession(scheduler);
     absl::MutexLock lock(&mu_);
     if (draining_ || shutdown_) break;
-    if (end.welcomed) failures = 0;
-    // Exponential backoff with jitter in [cap/2, cap], so a restarted scheduler is not hit by
-    // every worker in the same millisecond.
-    absl::Duration cap = options_.reconnect_initial * (1 << std::min(failures, 16));
-    cap = std::min(cap, options_.reconnect_max);
-    absl::Duration delay = cap / 2 + absl::Uniform(rng, 0.0, 1.0) * (cap / 2);
-    ++failures;
-    // A scheduler that stays down is logged at warn on the first and every 10th attempt.
-    auto level = failures == 1 || failures % 10 == 0 ? spdlog::level::warn : spdlog::level::info;
-    spdlog::log(level, "{}; reconnecting to scheduler {} in {} ms (attempt {})", end.reason,
-                options_.scheduler, absl::ToInt64Milliseconds(delay), failures);
+    // The next session goes to the next replica: a drained one is shutting down, a broken
+    // one may be gone. With one address it is the same one again.
+    ++next;
+    const std::string& target = options_.schedulers[next % options_.schedulers.size()];
+    absl::Duration delay;
+    if (end.drained) {
+      // Not a failure: reconnect soon (jittered), the replica asked us to go.
+      failures = 0;
+      delay = options_.reconnect_initial * absl::Uniform(rng, 0.5, 1.0);
+      spdlog::info("scheduler {} drained this worker; connecting to {} in {} ms", scheduler,
+                   target, absl::ToInt64Milliseconds(delay));
+    } else {
+      if (end.welcomed) failures = 0;
+      // Exponential backoff with jitter in [cap/2, cap], so a restarted scheduler is not hit
+      // by every worker in the same millisecond.
+      absl::Duration cap = options_.reconnect_initial * (1 << std::min(failures, 16));
+      cap = std::min(cap, options_.reconnect_max);
+      delay = cap / 2 + absl::Uniform(rng, 0.0, 1.0) * (cap / 2);
+      ++failures;
+      // A scheduler that stays down is logged at warn on the first and every 10th attempt.
+      auto level =
+          failures == 1 || failures % 10 == 0 ? spdlog::level::warn : spdlog::level::info;
+      spdlog::log(level, "{}; reconnecting to scheduler {} in {} ms (attempt {})", end.reason,
+                  target, absl::ToInt64Milliseconds(delay), failures);
+    }
     absl::Time until = absl::Now() + delay;
     while (!draining_ && !shutdown_ && !cv_.WaitWithDeadline(&mu_, until)) {
     }
@@ -128,7 +156,7 @@ int WorkerConnection::running_jobs() const {
   return static_cast<int>(running_.size());
 }
 
-WorkerConnection::SessionEnd WorkerConnection::RunSession() {
+WorkerConnection::SessionEnd WorkerConnection::RunSession(const std::string& scheduler) {
   grpc::ChannelArguments args;
   // A private subchannel per channel and short connect backoff: our own loop paces
   // reconnects, gRPC's default backoff (up to 120 s) must not add to it.
@@ -147,17 +175,17 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   auto channel =
-      grpc::CreateCustomChannel(options_.scheduler, grpc::InsecureChannelCredentials(), args);
+      grpc::CreateCustomChannel(scheduler, grpc::InsecureChannelCredentials(), args);
   auto stub = aijobs::v1::WorkerService::NewStub(channel);
 
-  Session session;
+  Session session(scheduler);
   session.stream = stub->Connect(&session.context);
   {
     absl::MutexLock lock(&mu_);
     session_ = &session;
     if (shutdown_) session.context.TryCancel();
     heartbeat_interval_ = options_.heartbeat_interval;
-    // Anything queued for a broken stream is void: those attempts were requeued.
+    // The previous session left the outbox empty (AbandonAllJobs).
     pending_.Clear();
     pending_output_index_.clear();
     auto* hello = pending_.mutable_hello();
@@ -168,7 +196,7 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
     for (const auto& advert : options_.cache_adverts) *hello->add_cache_adverts() = advert;
     has_pending_ = true;
   }
-  spdlog::info("connecting to scheduler {} as {}", options_.scheduler, options_.worker_id);
+  spdlog::info("connecting to scheduler {} as {}", scheduler, options_.worker_id);
 
   std::thread writer([this, &session] { WriterLoop(&session); });
   SchedulerMessage message;
@@ -181,6 +209,7 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
     absl::MutexLock lock(&mu_);
     session.reader_done = true;
     end.welcomed = session.welcomed;
+    end.drained = session.scheduler_draining;
     cv_.SignalAll();
   }
   writer.join();
@@ -189,12 +218,12 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession() {
     absl::MutexLock lock(&mu_);
     session_ = nullptr;
   }
-  int aborted = AbortAllJobs();
+  int aborted = AbandonAllJobs();
   end.reason = absl::StrCat(
       "stream ended (", status.ok() ? "closed by the scheduler" : DescribeGrpcStatus(status), ")");
   if (aborted > 0) {
     absl::StrAppend(&end.reason, "; cancelled ", aborted,
-                    " running job(s), the scheduler requeues them");
+                    " running job(s), reported as abandoned on the next stream");
   }
   spdlog::log(end.welcomed ? spdlog::level::info : spdlog::level::debug, "{}", end.reason);
   return end;
@@ -208,7 +237,9 @@ void WorkerConnection::WriterLoop(Session* session) {
   for (;;) {
     if (session->reader_done || shutdown_) return;
     absl::Time now = absl::Now();
-    if (draining_ && !drain_announced) {
+    // Our own drain (stop) or the scheduler's (go elsewhere): finish on this stream alike.
+    const bool drain = draining_ || session->scheduler_draining;
+    if (drain && !drain_announced) {
       drain_announced = true;
       pending_.set_draining(true);
       has_pending_ = true;
@@ -216,14 +247,19 @@ void WorkerConnection::WriterLoop(Session* session) {
       spdlog::info("draining: waiting for {} running job(s), at most {} ms", running_.size(),
                    absl::ToInt64Milliseconds(options_.drain_timeout));
     }
-    if (draining_ && !has_pending_ && (running_.empty() || now >= drain_deadline)) {
+    if (drain && !has_pending_ && (running_.empty() || now >= drain_deadline)) {
       if (!running_.empty()) {
-        spdlog::warn("drain timeout: cancelling {} running job(s); the scheduler requeues them",
+        spdlog::warn("drain timeout: failing {} running job(s) as retryable DRAIN_TIMEOUT",
                      running_.size());
+        std::vector<JobKey> keys;
+        for (const auto& [key, entry] : running_) keys.push_back(key);
         mu_.Unlock();
-        AbortAllJobs();
+        for (const JobKey& key : keys) {
+          AbortJob(key, 0, "DRAIN_TIMEOUT",
+                   "the worker was draining and the attempt did not finish in time", true, true);
+        }
         mu_.Lock();
-        continue;
+        continue;  // writes the failures, then half-closes
       }
       // Everything is reported: half-close and let the scheduler end the stream.
       mu_.Unlock();
@@ -279,9 +315,21 @@ void WorkerConnection::HandleSchedulerMessage(Session* session, SchedulerMessage
     absl::MutexLock lock(&mu_);
     if (interval > absl::ZeroDuration()) heartbeat_interval_ = interval;
     session->welcomed = true;
+    // Attempts an earlier stream cut off: this scheduler requeues them at once.
+    if (!abandoned_.empty()) {
+      spdlog::info("reporting {} attempt(s) abandoned when the previous stream broke",
+                   abandoned_.size());
+      for (const JobKey& key : abandoned_) {
+        auto* a = pending_.add_abandoned();
+        a->set_job_id(key.first);
+        a->set_attempt(key.second);
+      }
+      abandoned_.clear();
+      has_pending_ = true;
+    }
     cv_.SignalAll();
     spdlog::info("connected to scheduler {} (id {}, session {}, heartbeat every {} ms)",
-                 options_.scheduler, message->welcome().scheduler_id(),
+                 session->scheduler, message->welcome().scheduler_id(),
                  message->welcome().session_id(), absl::ToInt64Milliseconds(heartbeat_interval_));
   }
   for (const auto& cancel : message->cancels()) {
@@ -300,7 +348,15 @@ void WorkerConnection::HandleSchedulerMessage(Session* session, SchedulerMessage
     for (const JobKey& key : keys) AbortJob(key, 0, "CANCELLED", reason, false, true);
   }
   for (Assignment& assignment : *message->mutable_assignments()) StartJob(&assignment);
-  if (message->drain()) RequestDrain();
+  if (message->drain()) {
+    absl::MutexLock lock(&mu_);
+    if (!session->scheduler_draining) {
+      session->scheduler_draining = true;
+      spdlog::info("scheduler {} is draining: finishing {} running job(s), then reconnecting",
+                   session->scheduler, running_.size());
+      cv_.SignalAll();
+    }
+  }
 }
 
 void WorkerConnection::StartJob(Assignment* assignment) {
@@ -416,17 +472,29 @@ void WorkerConnection::AbortJob(const JobKey& key, uint64_t serial, const std::s
   handler->Cancel();
 }
 
-int WorkerConnection::AbortAllJobs() {
+int WorkerConnection::AbandonAllJobs() {
   absl::flat_hash_map<JobKey, Entry> jobs;
   {
     absl::MutexLock lock(&mu_);
     jobs.swap(running_);
+    for (const auto& [key, entry] : jobs) RememberAbandonedLocked(key);
+    // Outcomes queued but never written: the scheduler still sees those attempts running.
+    for (const auto& c : pending_.completions()) RememberAbandonedLocked({c.job_id(), c.attempt()});
+    for (const auto& f : pending_.failures()) RememberAbandonedLocked({f.job_id(), f.attempt()});
+    for (const auto& a : pending_.abandoned()) RememberAbandonedLocked({a.job_id(), a.attempt()});
+    pending_.Clear();
+    pending_output_index_.clear();
+    has_pending_ = false;
   }
   for (auto& [key, entry] : jobs) {
     if (entry.deadline_timer != 0) timers_.Cancel(entry.deadline_timer);
     entry.handler->Cancel();
   }
   return static_cast<int>(jobs.size());
+}
+
+void WorkerConnection::RememberAbandonedLocked(const JobKey& key) {
+  if (abandoned_.size() < kMaxAbandoned) abandoned_.push_back(key);
 }
 
 void WorkerConnection::AddFailureLocked(const JobKey& key, const std::string& code,

@@ -2,10 +2,15 @@
 // says hello, receives assignments and cancels, runs them through the HandlerRegistry and
 // streams outputs, completions and failures back, coalescing everything queued while a write
 // is in flight into the next single WorkerMessage. Reconnects with capped, jittered
-// exponential backoff; drains gracefully on request or when the scheduler asks.
+// exponential backoff, moving on to the next scheduler address each time a stream ends.
+// Two kinds of drain: the worker's own (RequestDrain, e.g. SIGTERM) finishes running jobs
+// and makes Run() return; a scheduler's drain (it is shutting down) finishes running jobs
+// on that stream and then reconnects, to the next address if there are several. Attempts
+// cut off by a broken stream are reported as abandoned on the next stream, so they are
+// requeued at once instead of when their lease expires.
 //
 //   WorkerConnection conn(options, &registry);
-//   std::thread t([&] { status = conn.Run(); });  // returns after a drain
+//   std::thread t([&] { status = conn.Run(); });  // returns after RequestDrain or Shutdown
 //   conn.RequestDrain();  t.join();
 #pragma once
 
@@ -31,7 +36,9 @@ namespace aijobs::worker {
 inline constexpr char kWorkerVersion[] = "aijobs-worker/0.1.0";
 
 struct WorkerConnectionOptions {
-  std::string scheduler;  // HOST:PORT
+  // Scheduler replicas (gRPC targets, e.g. HOST:PORT); at least one. The worker is connected
+  // to one at a time and moves on to the next whenever a stream ends.
+  std::vector<std::string> schedulers;
   std::string worker_id;
   std::vector<std::string> job_types;  // Advertised in hello; each needs a registered handler.
   int slots = 64;
@@ -57,8 +64,8 @@ class WorkerConnection {
   WorkerConnection(const WorkerConnection&) = delete;
   WorkerConnection& operator=(const WorkerConnection&) = delete;
 
-  // Connects and serves until a drain completes (RequestDrain() or the scheduler's drain) or
-  // Shutdown(); reconnects whenever the stream breaks. Returns OK after a drain or shutdown.
+  // Connects and serves until RequestDrain() completes or Shutdown(); reconnects whenever
+  // the stream breaks or a scheduler drains. Returns OK after a drain or shutdown.
   absl::Status Run();
 
   // Starts a graceful drain: announce draining, let running jobs finish (at most
@@ -83,10 +90,11 @@ class WorkerConnection {
   struct Session;
 
   struct SessionEnd {
-    bool welcomed = false;  // the scheduler answered hello: the session counted as up
-    std::string reason;     // why the stream ended, for the log
+    bool welcomed = false;   // the scheduler answered hello: the session counted as up
+    bool drained = false;    // the scheduler asked this worker to go elsewhere
+    std::string reason;      // why the stream ended, for the log
   };
-  SessionEnd RunSession();
+  SessionEnd RunSession(const std::string& scheduler);
   void WriterLoop(Session* session);
   void HandleSchedulerMessage(Session* session, aijobs::v1::SchedulerMessage* message);
   void StartJob(aijobs::v1::Assignment* assignment);
@@ -99,9 +107,12 @@ class WorkerConnection {
   // serial 0 matches any run of the key.
   void AbortJob(const JobKey& key, uint64_t serial, const std::string& code,
                 const std::string& message, bool retryable, bool report);
-  // Cancels every running job without reporting (the scheduler requeues them). Returns how
-  // many there were.
-  int AbortAllJobs();
+  // Cancels every running job without reporting on this stream; they, and the attempts whose
+  // outcome was queued but not written, are reported as abandoned on the next stream.
+  // Returns how many jobs were running.
+  int AbandonAllJobs();
+  // Puts up to kMaxAbandoned attempts in abandoned_ (older ones are left to lease expiry).
+  void RememberAbandonedLocked(const JobKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddFailureLocked(const JobKey& key, const std::string& code, const std::string& message,
                         bool retryable, absl::Duration retry_after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -117,6 +128,8 @@ class WorkerConnection {
   Session* session_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<JobKey, Entry> running_ ABSL_GUARDED_BY(mu_);
+  // Attempts cut off by a broken stream, reported on the next one once it is welcomed.
+  std::vector<JobKey> abandoned_ ABSL_GUARDED_BY(mu_);
   // The outbox: everything queued since the last write, sent as one message.
   aijobs::v1::WorkerMessage pending_ ABSL_GUARDED_BY(mu_);
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;

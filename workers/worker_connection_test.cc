@@ -88,10 +88,11 @@ SchedulerMessage Assign(const std::string& job_id, const std::string& input_json
 // One worker (sim provider + registry + connection) running Run() on its own thread.
 class WorkerUnderTest {
  public:
-  explicit WorkerUnderTest(int port) : sim_(SimDefaults()) {
+  explicit WorkerUnderTest(int port) : WorkerUnderTest(std::vector<int>{port}) {}
+  explicit WorkerUnderTest(const std::vector<int>& ports) : sim_(SimDefaults()) {
     RegisterBuiltinHandlers(&registry_, &sim_);
     WorkerConnectionOptions o;
-    o.scheduler = absl::StrCat("127.0.0.1:", port);
+    for (int port : ports) o.schedulers.push_back(absl::StrCat("127.0.0.1:", port));
     o.worker_id = "worker-under-test";
     o.job_types = {"chat", "embed"};
     o.slots = 8;
@@ -233,7 +234,9 @@ TEST(WorkerConnectionTest, ExpiredDeadlineFailsAsRetryableTimeout) {
   EXPECT_EQ(worker.connection().running_jobs(), 0);
 }
 
-TEST(WorkerConnectionTest, SchedulerDrainFinishesRunningJobsThenClosesAndStops) {
+// A scheduler's drain means "this replica is going away": the worker finishes what runs on
+// that stream, closes it, and connects again (it must not exit: nothing would restart it).
+TEST(WorkerConnectionTest, SchedulerDrainFinishesRunningJobsThenReconnects) {
   FakeServer server(0);
   WorkerUnderTest worker(server.port);
   ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return !m.empty(); }));
@@ -244,22 +247,45 @@ TEST(WorkerConnectionTest, SchedulerDrainFinishesRunningJobsThenClosesAndStops) 
   ASSERT_TRUE(server.service.Send(drain));
 
   ASSERT_TRUE(server.service.WaitClosed(1));
+  const size_t closed_after = server.service.closed_after();
   auto msgs = server.service.received();
   size_t draining_index = msgs.size();
-  for (size_t i = 0; i < msgs.size(); ++i) {
+  for (size_t i = 0; i < closed_after; ++i) {
     if (msgs[i].draining()) {
       draining_index = i;
       break;
     }
   }
-  ASSERT_LT(draining_index, msgs.size()) << "no draining message";
+  ASSERT_LT(draining_index, closed_after) << "no draining message on the drained stream";
   size_t completion_index = 0;
   ASSERT_NE(FindCompletion(msgs, "finishing", &completion_index), nullptr)
       << "the stream closed before the running job finished";
   EXPECT_LE(draining_index, completion_index);
-  EXPECT_EQ(server.service.closed_after(), msgs.size());
-  EXPECT_TRUE(worker.WaitStopped());
-  EXPECT_EQ(server.service.streams_opened(), 1);  // no reconnect after a drain
+  EXPECT_LT(completion_index, closed_after);
+
+  // Then a new stream and a new hello, and the worker keeps serving.
+  ASSERT_TRUE(server.service.WaitFor([](const auto& m) { return CountHellos(m) >= 2; }));
+  EXPECT_EQ(server.service.streams_opened(), 2);
+  EXPECT_FALSE(worker.WaitStopped(absl::Milliseconds(100))) << "the worker exited on a drain";
+  ASSERT_TRUE(server.service.Send(Assign("after-drain", R"({"messages": [{"content": "y"}]})")));
+  EXPECT_TRUE(server.service.WaitFor(
+      [](const auto& m) { return FindCompletion(m, "after-drain") != nullptr; }));
+}
+
+// With several addresses, the worker moves to the next replica when one drains.
+TEST(WorkerConnectionTest, SchedulerDrainMovesToTheNextAddress) {
+  FakeServer a(0), b(0);
+  WorkerUnderTest worker({a.port, b.port});
+  ASSERT_TRUE(a.service.WaitFor([](const auto& m) { return CountHellos(m) == 1; }));
+  EXPECT_EQ(b.service.streams_opened(), 0);
+  SchedulerMessage drain;
+  drain.set_drain(true);
+  ASSERT_TRUE(a.service.Send(drain));
+  ASSERT_TRUE(b.service.WaitFor([](const auto& m) { return CountHellos(m) == 1; }));
+  EXPECT_EQ(a.service.streams_opened(), 1);
+  ASSERT_TRUE(b.service.Send(Assign("on-b", R"({"messages": [{"content": "y"}]})")));
+  EXPECT_TRUE(
+      b.service.WaitFor([](const auto& m) { return FindCompletion(m, "on-b") != nullptr; }));
 }
 
 TEST(WorkerConnectionTest, RequestDrainLikeSigtermAnnouncesAndStops) {
@@ -336,8 +362,18 @@ TEST(WorkerConnectionTest, ReconnectsAfterSchedulerRestartOnSamePort) {
   ASSERT_TRUE(second.service.Send(Assign("after", R"({"messages": [{"content": "z"}]})")));
   ASSERT_TRUE(
       second.service.WaitFor([](const auto& m) { return FindCompletion(m, "after") != nullptr; }));
-  // Nothing of the interrupted attempt leaks into the new session.
+  // Nothing of the interrupted attempt leaks into the new session, but the new session is
+  // told the attempt was abandoned, so it is requeued at once rather than at lease expiry.
   EXPECT_EQ(OutputsOf(second.service.received(), "interrupted"), "");
+  int abandoned = 0;
+  for (const auto& m : second.service.received()) {
+    for (const auto& a : m.abandoned()) {
+      EXPECT_EQ(a.job_id(), "interrupted");
+      EXPECT_EQ(a.attempt(), 1);
+      ++abandoned;
+    }
+  }
+  EXPECT_EQ(abandoned, 1);
 }
 
 }  // namespace

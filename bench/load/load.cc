@@ -21,10 +21,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "aijobs/client.h"
 #include "bench/http_client.h"
+#include "common/scheduler_target.h"
 #include "common/sse_parser.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -64,9 +67,13 @@ class Transport {
 
 class GrpcTransport final : public Transport {
  public:
+  // `target`: HOST:PORT or a comma-separated list of replicas (checked by ParseTarget).
   explicit GrpcTransport(const std::string& target) : client_(target, Options()) {
-    health_ = grpc::health::v1::Health::NewStub(
-        grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+    grpc::ChannelArguments args;
+    SetFailoverChannelArgs(&args);
+    health_ = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(
+        SchedulerChannelTargetFromList(target).value_or(target),
+        grpc::InsecureChannelCredentials(), args));
   }
   absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) override {
     return client_.Submit(req);
@@ -593,6 +600,23 @@ absl::StatusOr<LoadConfig> ScenarioConfig(const std::string& name) {
 absl::StatusOr<std::string> ParseTarget(const std::string& target) {
   std::string t = target;
   std::string lower = absl::AsciiStrToLower(t);
+  if (t.find(',') != std::string::npos) {
+    // Several scheduler replicas: each entry is checked alone; they must make one target.
+    if (absl::StartsWith(lower, "http://")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "target '", target, "': a list of addresses is for gRPC targets only (one gateway)"));
+    }
+    if (absl::StartsWith(lower, "grpc://")) t = t.substr(7);
+    absl::StatusOr<std::vector<std::string>> list = ParseSchedulerList(t);
+    if (!list.ok()) return list.status();
+    for (std::string& entry : *list) {
+      absl::StatusOr<std::string> one = ParseTarget(entry);
+      if (!one.ok()) return one.status();
+      entry = *one;
+    }
+    if (absl::Status s = SchedulerChannelTarget(*list).status(); !s.ok()) return s;
+    return absl::StrJoin(*list, ",");
+  }
   if (absl::StartsWith(lower, "https://")) {
     return absl::InvalidArgumentError(absl::StrCat(
         "target '", target,
@@ -632,6 +656,12 @@ bool IsHttpTarget(const std::string& target) {
 }
 
 bool IsLoopbackTarget(const std::string& host_port) {
+  if (host_port.find(',') != std::string::npos) {
+    for (absl::string_view one : absl::StrSplit(host_port, ',')) {
+      if (!IsLoopbackTarget(std::string(one))) return false;
+    }
+    return true;
+  }
   size_t colon = host_port.rfind(':');
   std::string host = colon == std::string::npos ? host_port : host_port.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {

@@ -48,6 +48,10 @@ class FakeJobStore : public JobStore {
   absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int) override {
     return absl::UnimplementedError("RequeueExpiredLeases");
   }
+  absl::StatusOr<std::vector<v1::Job>> ReleaseAttempts(
+      const std::vector<std::pair<std::string, int32_t>>&, const v1::JobError&) override {
+    return absl::UnimplementedError("ReleaseAttempts");
+  }
   absl::StatusOr<v1::Job> CancelJob(const Caller&, const std::string&, const std::string&,
                                     int64_t) override {
     return absl::UnimplementedError("CancelJob");

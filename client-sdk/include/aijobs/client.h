@@ -29,8 +29,20 @@
 namespace aijobs {
 
 struct ClientOptions {
-  // Deadline of each unary call (Submit, Get, Cancel, List, Retry).
+  // Deadline of each unary call (Submit, Get, Cancel, List, Retry), retries included.
   absl::Duration default_deadline = absl::Seconds(10);
+
+  // Unary calls wait (within their deadline) for the channel to connect rather than failing
+  // at once while a scheduler restarts. Nothing is sent before the channel is connected, so
+  // this is safe for every call.
+  bool wait_for_ready = true;
+
+  // A Submit that carries an idempotency_key is retried on UNAVAILABLE, and on CANCELLED
+  // (a replica cancels calls in flight when it shuts down), with the watch backoff, at most
+  // this many tries in all and within default_deadline: the key makes a retry return the
+  // job an earlier try created. A Submit without a key is tried once, because after such
+  // an error nobody can tell whether the job was created.
+  int submit_max_tries = 6;
 
   // Backoff between Watch reconnects: starts at initial, doubles up to max, with +-20% jitter.
   // It resets once a reconnected stream delivers an event. The channel's own reconnect
@@ -68,7 +80,10 @@ using WatchCallback = std::function<bool(const v1::JobEvent& event)>;
 
 class Client {
  public:
-  // Connects lazily to target ("host:port" or any gRPC target URI).
+  // Connects lazily to target: "host:port", any gRPC target URI, or a comma-separated list
+  // of scheduler replicas given as literal IP addresses ("10.0.0.1:50051,10.0.0.2:50051").
+  // Calls are balanced over every address the target resolves to (round_robin) and skip a
+  // replica that is down; a Watch resumes on another replica from its last seq.
   explicit Client(const std::string& target, ClientOptions options = {});
   // Uses an existing channel (tests, custom credentials or load-balancing setups).
   explicit Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options = {});
@@ -77,7 +92,8 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Durably enqueues a job and returns it (QUEUED), or the existing job for a known
-  // idempotency_key. INVALID_ARGUMENT when the input is rejected.
+  // idempotency_key. INVALID_ARGUMENT when the input is rejected. With a key, transient
+  // failures are retried (see ClientOptions::submit_max_tries).
   absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& request) const;
 
   // Returns the job; NOT_FOUND for an unknown id.
