@@ -92,20 +92,27 @@ void Housekeeping::TimeOutOverdue(const std::shared_ptr<WorkerSession>& session)
 }
 
 void Housekeeping::LeaseLoop() {
-  absl::Duration every = std::min(options_.lease / 3, options_.heartbeat_interval);
+  // Silent workers are checked every heartbeat interval; leases are extended (one UPDATE of
+  // every running job) every lease/3, at most every 5 s.
+  const absl::Duration every = std::min(options_.lease / 3, options_.heartbeat_interval);
+  const absl::Duration lease_every = std::min(options_.lease / 3, absl::Seconds(5));
+  absl::Time next_lease_work = absl::Now();
   while (Sleep(every)) {
     std::vector<std::string> running;
-    absl::Time dead_before = absl::Now() - 3 * options_.heartbeat_interval;
+    const absl::Time now = absl::Now();
+    const absl::Time dead_before = now - kSilentIntervalsBeforeDrop * options_.heartbeat_interval;
     for (const auto& s : dispatcher_->Sessions()) {
-      if (s->last_heartbeat() < dead_before) {
-        spdlog::warn("worker {} sent no heartbeat for {}; dropping its stream", s->worker_id(),
-                     absl::FormatDuration(absl::Now() - s->last_heartbeat()));
+      if (s->last_seen() < dead_before) {
+        spdlog::warn("worker {} sent nothing for {}; dropping its stream", s->worker_id(),
+                     absl::FormatDuration(now - s->last_seen()));
         s->Abort("no heartbeat from worker");
         continue;
       }
       TimeOutOverdue(s);
       for (auto& [job_id, attempt] : s->RunningAttempts()) running.push_back(std::move(job_id));
     }
+    if (now < next_lease_work) continue;
+    next_lease_work = now + lease_every;
     absl::Status st = store_->ExtendLeases(running, options_.lease);
     if (!st.ok()) spdlog::warn("extending leases failed: {}", st.ToString());
     auto requeued = store_->RequeueExpiredLeases(500);

@@ -1,7 +1,7 @@
 // Background work of a scheduler replica, each on its own thread:
 //  - DeltaFlusher: writes buffered output deltas to job_events every flush interval.
-//  - LeaseKeeper: extends the leases of attempts on connected workers, drops workers whose
-//    heartbeats stopped, times out attempts a worker did not end by their deadline (plus a
+//  - LeaseKeeper: extends the leases of attempts on connected workers, drops workers that
+//    went silent, times out attempts a worker did not end by their deadline (plus a
 //    grace period), and requeues attempts whose lease expired (a dead replica's).
 //  - RetentionSweeper: deletes finished jobs older than the retention period, and expired
 //    response-cache entries, in batches.
@@ -28,10 +28,14 @@
 
 namespace aijobs::scheduler {
 
+// A worker that sent nothing for this many heartbeat intervals is dropped (its stream is
+// aborted and its attempts requeued). After 2 it already gets no new jobs (WorkerSession).
+inline constexpr int kSilentIntervalsBeforeDrop = 5;
+
 struct HousekeepingOptions {
   absl::Duration flush_interval = absl::Milliseconds(100);
   absl::Duration lease = absl::Seconds(30);
-  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration retention = absl::Hours(24 * 7);
   absl::Duration retention_interval = absl::Minutes(1);
   // How long past its deadline an attempt may run before the scheduler fails it itself

@@ -16,7 +16,9 @@ ABSL_FLAG(std::string, replica_id, "", "name of this replica (default host-pid)"
 ABSL_FLAG(int, db_pool_size, 16, "database connections");
 ABSL_FLAG(int64_t, max_input_bytes, 1 << 20, "largest accepted job input (serialized)");
 ABSL_FLAG(int64_t, lease_ms, 30000, "attempt lease, extended while the worker is connected");
-ABSL_FLAG(int64_t, heartbeat_ms, 5000, "worker heartbeat interval");
+ABSL_FLAG(int64_t, heartbeat_ms, 1000,
+          "worker heartbeat interval: a worker silent for 2 intervals gets no new jobs, one "
+          "silent for 5 is dropped and its jobs requeued");
 ABSL_FLAG(int64_t, poll_interval_ms, 1000, "fallback poll for runnable jobs");
 ABSL_FLAG(int64_t, retry_base_ms, 1000, "first retry backoff (doubles per attempt, jittered)");
 ABSL_FLAG(int64_t, retry_max_ms, 60000, "largest retry backoff");

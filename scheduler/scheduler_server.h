@@ -24,7 +24,7 @@ struct SchedulerOptions {
   int db_pool_size = 16;
   int64_t max_input_bytes = 1 << 20;
   absl::Duration lease = absl::Seconds(30);
-  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration retry_base = absl::Seconds(1);
   absl::Duration retry_max = absl::Seconds(60);

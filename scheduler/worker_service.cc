@@ -174,6 +174,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       }
       return Hello(msg.hello());
     }
+    // Any message is a sign of life; one after a silence offers the worker's slots again.
+    bool freed = session_->Touch();
     if (msg.draining()) {
       session_->SetDraining();
       spdlog::info("worker {} is draining", session_->worker_id());
@@ -181,7 +183,6 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     for (const auto& out : msg.outputs()) {
       deps_.hub->AppendDelta(out.job_id(), out.attempt(), out.text());
     }
-    bool freed = false;
     for (const auto& c : msg.completions()) {
       AttemptOutcome o;
       o.job_id = c.job_id();
@@ -320,6 +321,9 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     std::vector<std::string> types(hello.job_types().begin(), hello.job_types().end());
     std::string worker_id = hello.worker_id().empty() ? context_->peer() : hello.worker_id();
     session_ = std::make_shared<StreamSession>(this, NewUuid(), worker_id, types, hello.slots());
+    // Two heartbeats missed: assign it nothing until it is heard from (the lease keeper drops
+    // the stream after kSilentIntervalsBeforeDrop).
+    session_->SetSilenceLimit(2 * deps_.heartbeat_interval);
     spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id, session_->id(),
                  absl::StrJoin(types, ","), hello.slots());
     JobTypeRegistry* registry = deps_.types;

@@ -35,7 +35,7 @@ struct WorkerServiceDeps {
   CacheAdvertRegistry* cache_adverts = nullptr;
   std::string replica_id;
   RetryPolicy retry;
-  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration heartbeat_interval = absl::Seconds(1);
   const std::atomic<bool>* accepting = nullptr;  // set by the service
 };
 

@@ -118,7 +118,8 @@ bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = kWait) 
 
 // One scheduler's worker side, serving on 127.0.0.1:<port>.
 struct TestScheduler {
-  explicit TestScheduler(int max_claim_batch = 256) {
+  explicit TestScheduler(int max_claim_batch = 256,
+                         absl::Duration heartbeat_interval = absl::Seconds(5)) {
     finisher = std::make_unique<AttemptFinisher>(&store, &hub, [](const v1::Job&) {});
     DispatcherOptions d;
     d.poll_interval = absl::Hours(1);  // only explicit wake-ups claim
@@ -135,6 +136,7 @@ struct TestScheduler {
     deps.executor = &executor;
     deps.types = types.get();
     deps.replica_id = "test-replica";
+    deps.heartbeat_interval = heartbeat_interval;
     service = std::make_unique<WorkerServiceImpl>(deps);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -304,6 +306,32 @@ TEST(WorkerServiceTest, ShutdownEndsAStreamWithAStuckWrite) {
   EXPECT_TRUE(s->dispatcher->Sessions().empty());
   delete w;
   delete s;
+}
+
+// A hung worker (SIGSTOP, a stuck loop) keeps its stream open but sends nothing: after two
+// heartbeat intervals of silence it is offered no jobs, until it is heard from again.
+TEST(WorkerServiceTest, SilentWorkerGetsNoJobsUntilItIsHeardFromAgain) {
+  constexpr absl::Duration kInterval = absl::Milliseconds(100);
+  TestScheduler s(256, kInterval);
+  RawWorker w(s.port);
+  ASSERT_TRUE(w.Hello(4));
+  ASSERT_TRUE(WaitFor([&] { return s.OnlySession() != nullptr; }));
+  std::shared_ptr<WorkerSession> session = s.OnlySession();
+  EXPECT_EQ(session->FreeSlots(), 4);
+  absl::SleepFor(3 * kInterval);  // two intervals missed
+
+  s.store.AddQueued("chat");
+  s.dispatcher->Wake();
+  absl::SleepFor(2 * kInterval);
+  EXPECT_EQ(session->FreeSlots(), 0);
+  EXPECT_FALSE(s.store.all_claimed()) << "a job was claimed for a worker that went silent";
+  EXPECT_EQ(session->RunningCount(), 0);
+
+  // A heartbeat brings it back and the waiting job goes to it.
+  ASSERT_TRUE(w.Heartbeat({}));
+  std::vector<v1::Assignment> a = w.ReadAssignments(1);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_TRUE(s.store.all_claimed());
 }
 
 TEST(WorkerServiceTest, AttemptMissingFromHeartbeatIsLostAtOnce) {

@@ -10,6 +10,7 @@ namespace aijobs::scheduler {
 int WorkerSession::FreeSlots() {
   absl::MutexLock lock(&mu_);
   if (draining_ || closed_) return 0;
+  if (silence_limit_ > absl::ZeroDuration() && absl::Now() - last_seen_ > silence_limit_) return 0;
   return std::max(0, slots_ - static_cast<int>(running_.size()));
 }
 
@@ -67,6 +68,24 @@ std::vector<std::pair<std::string, int32_t>> WorkerSession::OverdueAttempts(absl
 int WorkerSession::RunningCount() {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(running_.size());
+}
+
+void WorkerSession::SetSilenceLimit(absl::Duration limit) {
+  absl::MutexLock lock(&mu_);
+  silence_limit_ = limit;
+}
+
+bool WorkerSession::Touch() {
+  absl::MutexLock lock(&mu_);
+  absl::Time now = absl::Now();
+  bool was_silent = silence_limit_ > absl::ZeroDuration() && now - last_seen_ > silence_limit_;
+  last_seen_ = now;
+  return was_silent;
+}
+
+absl::Time WorkerSession::last_seen() {
+  absl::MutexLock lock(&mu_);
+  return last_seen_;
 }
 
 void WorkerSession::SetDraining() {

@@ -47,6 +47,15 @@ class WorkerSession {
   // Attempts whose deadline passed before `cutoff`: the worker did not end them in time.
   std::vector<std::pair<std::string, int32_t>> OverdueAttempts(absl::Time cutoff);
 
+  // A worker silent (no message at all) for longer than `limit` is offered no slots until it
+  // is heard from again: it may be hung (SIGSTOP, a stuck event loop). Zero: no limit.
+  void SetSilenceLimit(absl::Duration limit);
+  // Records that the worker sent something. Returns true when it had been silent past the
+  // limit, i.e. its free slots are offered again (wake the dispatcher).
+  bool Touch();
+  // When the worker last sent anything.
+  absl::Time last_seen();
+
   void SetDraining();
   void MarkClosed();
   bool closed();
@@ -85,6 +94,8 @@ class WorkerSession {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  absl::Time last_seen_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  absl::Duration silence_limit_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
 };
 
 }  // namespace aijobs::scheduler
