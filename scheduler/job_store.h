@@ -20,6 +20,14 @@
 
 namespace aijobs::scheduler {
 
+// How far past the highest stored seq a transition of a RUNNING job goes when a replica other
+// than the one streaming its output makes it (lease expiry, a worker's abandoned report, a
+// cancel). The streaming replica relays each output piece to its watchers under a new seq
+// before it is stored; if it dies, those seqs were seen but never written. The gap is larger
+// than the number of pieces one replica can hold unflushed for an attempt (each costs memory;
+// 2^30 of them would be tens of GB), so the transition is always after them.
+inline constexpr int64_t kTakeoverSeqGap = int64_t{1} << 30;
+
 // Who is calling: every read and write is scoped by tenant.
 struct Caller {
   std::string tenant_id = "default";

@@ -104,11 +104,15 @@ class DeltaArrays {
   " JOIN jobs j ON j.id = d_id AND j.attempt = d_attempt AND j.state = 2 ON CONFLICT DO NOTHING"
 
 // The next seq for a transition made without the running replica's counter: past every
-// stored event, so it never collides with flushed output.
+// stored event, so it never collides with flushed output. When the job is RUNNING, also past
+// every seq the running replica may have streamed to its watchers without storing it yet
+// (kTakeoverSeqGap): such a watcher resumes elsewhere after its last seq and must not skip
+// this transition (e.g. the discard_output of the next attempt) as already seen.
 #define NEXT_SEQ_FROM_EVENTS(extra)                      \
   "GREATEST(last_seq, " extra                            \
   ", (SELECT coalesce(max(e.seq), 0) FROM job_events e " \
-  "WHERE e.job_id = jobs.id)) + 1"
+  "WHERE e.job_id = jobs.id)) + CASE WHEN state = 2 THEN 1073741824 ELSE 1 END"
+static_assert(kTakeoverSeqGap == 1073741824, "NEXT_SEQ_FROM_EVENTS spells the gap out");
 
 std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
 

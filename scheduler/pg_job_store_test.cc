@@ -754,7 +754,8 @@ TEST_F(PgJobStoreTest, CancelQueuedAndRunningJobs) {
   ASSERT_TRUE(c2.ok()) << c2.status();
   EXPECT_EQ(c2->state(), v1::CANCELLED);
   EXPECT_EQ(c2->error().message(), "user gave up");
-  EXPECT_EQ(c2->last_seq(), 10);
+  // Past anything a replica may have streamed without storing it (kTakeoverSeqGap).
+  EXPECT_EQ(c2->last_seq(), 9 + kTakeoverSeqGap);
   // The worker's late completion of the cancelled attempt is fenced.
   EXPECT_THAT(Finish(running.id(), 1, Kind::kSucceeded), IsEmpty());
   EXPECT_EQ(Get(running.id()).state(), v1::CANCELLED);
@@ -840,7 +841,7 @@ TEST_F(PgJobStoreTest, DeltaRowsExpandInOrderAndResumeInsideARow) {
   // ...and a transition made without the running replica's counter still lands after it.
   auto cancelled = store_->CancelJob(Caller{}, job.id(), "", 0);
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
-  EXPECT_EQ(cancelled->last_seq(), 8);
+  EXPECT_EQ(cancelled->last_seq(), 7 + kTakeoverSeqGap);
 
   // Each delta keeps the time it was streamed with.
   auto events = Events(job.id(), 2);
@@ -911,14 +912,15 @@ TEST_F(PgJobStoreTest, DeltasAfterTheFinalEventAreDropped) {
   ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"a"})}).ok());
   auto cancelled = store_->CancelJob(Caller{}, job.id(), "", /*last_seq=*/0);
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
-  ASSERT_EQ(cancelled->last_seq(), 4);
+  const int64_t final_seq = 3 + kTakeoverSeqGap;
+  ASSERT_EQ(cancelled->last_seq(), final_seq);
   // The running replica's flusher had pieces 4..6 buffered.
   ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 4, {"b", "c", "d"})}).ok());
   auto events = Events(job.id());
   ASSERT_FALSE(events.empty());
-  EXPECT_EQ(Describe(events.back()), "4 final CANCELLED a1")
+  EXPECT_EQ(Describe(events.back()), absl::StrCat(final_seq, " final CANCELLED a1"))
       << "events: " << ::testing::PrintToString(DescribeAll(events));
-  EXPECT_EQ(Get(job.id()).last_seq(), 4);
+  EXPECT_EQ(Get(job.id()).last_seq(), final_seq);
 }
 
 // A watcher on the running replica gets TransitionEvent(job) live; one that resumes later
@@ -984,9 +986,64 @@ TEST_F(PgJobStoreTest, ExpiredLeaseIsRequeuedThenFailedWhenAttemptsAreUsedUp) {
   EXPECT_TRUE(second[0].has_finished_at());
   EXPECT_THAT(
       DescribeAll(Events(job.id())),
-      ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 state QUEUED a1 err=LEASE_EXPIRED",
-                  "4 state RUNNING a2 discard", "5 final FAILED a2"));
+      ElementsAre("1 state QUEUED a0", "2 state RUNNING a1",
+                  absl::StrCat(2 + kTakeoverSeqGap, " state QUEUED a1 err=LEASE_EXPIRED"),
+                  absl::StrCat(3 + kTakeoverSeqGap, " state RUNNING a2 discard"),
+                  absl::StrCat(3 + 2 * kTakeoverSeqGap, " final FAILED a2")));
   EXPECT_EQ(Get(held.id()).state(), v1::RUNNING);
+}
+
+// Regression (found by the fault suite's scheduler kill): the replica streaming an attempt
+// relays each piece to its watchers under a new seq before storing it. When it died, the
+// other replica requeued the attempt at max(stored seq) + 1, a seq such a watcher had already
+// seen; resuming after its last seq it skipped the requeue and the next attempt's
+// discard_output, and showed the dead attempt's text followed by the new attempt's.
+// Transitions another replica makes for a RUNNING job now land past that window.
+TEST_F(PgJobStoreTest, TakeoverTransitionsLandPastSeqsTheRunningReplicaMayHaveStreamed) {
+  v1::Job job = Submit(MakeJob("chat", 0, 3));
+  ClaimOne("chat", absl::Minutes(5), "dead-replica-session");
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(job.id(), 1, 3, {"stored"})}).ok());
+  // The dead replica had also streamed seqs 4..1000 live, never stored.
+  const int64_t seen_live = 1000;
+  v1::JobError error;
+  error.set_code("WORKER_DISCONNECTED");
+  auto released = store_->ReleaseAttempts({{job.id(), 1}}, error);
+  ASSERT_TRUE(released.ok()) << released.status();
+  ASSERT_EQ(released->size(), 1u);
+  EXPECT_GT((*released)[0].last_seq(), seen_live);
+  ClaimedJob again = ClaimOne();
+  EXPECT_GT(again.job.last_seq(), seen_live);  // the discard_output RUNNING event
+  auto cancelled = store_->CancelJob(Caller{}, job.id(), "", 0);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_GT(cancelled->last_seq(), again.job.last_seq() + seen_live);
+  // A transition of a job that is not running needs no gap.
+  v1::Job queued = Submit(MakeJob());
+  auto c = store_->CancelJob(Caller{}, queued.id(), "", 0);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->last_seq(), 2);
+}
+
+// A scheduler cut off from PostgreSQL (a partition, a dead host that sends no RST) must
+// notice within seconds: with libpq's defaults a statement on such a connection hangs until
+// TCP gives up, about 15 minutes later.
+TEST(PgConnectionTest, LostNetworkIsNoticedInSecondsUnlessTheConninfoSaysOtherwise) {
+  auto server = aijobs::testing::SharedPgServer();
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto conn = pg::Connection::Open((*server)->conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  EXPECT_EQ((*conn)->Option("tcp_user_timeout"), "20000");
+  EXPECT_EQ((*conn)->Option("keepalives_idle"), "10");
+  EXPECT_EQ((*conn)->Option("connect_timeout"), "5");
+  EXPECT_EQ((*conn)->Option("dbname"), "aijobs");
+  auto own = pg::Connection::Open((*server)->conninfo() + " tcp_user_timeout=1234");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ((*own)->Option("tcp_user_timeout"), "1234");
+  // A URL works the same way.
+  auto url = pg::Connection::Open(absl::StrCat("postgresql://postgres@127.0.0.1:",
+                                               (*server)->port(), "/aijobs?connect_timeout=7"));
+  ASSERT_TRUE(url.ok()) << url.status();
+  EXPECT_EQ((*url)->Option("connect_timeout"), "7");
+  EXPECT_EQ((*url)->Option("tcp_user_timeout"), "20000");
 }
 
 TEST_F(PgJobStoreTest, ReleaseAttemptsRequeuesOnlyTheNamedRunningAttempts) {
@@ -1014,7 +1071,9 @@ TEST_F(PgJobStoreTest, ReleaseAttemptsRequeuesOnlyTheNamedRunningAttempts) {
   EXPECT_EQ(Get(other.id()).state(), v1::RUNNING);
   EXPECT_THAT(DescribeAll(Events(job.id())),
               ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 Hel",
-                          "4 delta a1 lo", "5 state QUEUED a1 err=WORKER_DISCONNECTED"));
+                          "4 delta a1 lo",
+                          absl::StrCat(4 + kTakeoverSeqGap,
+                                       " state QUEUED a1 err=WORKER_DISCONNECTED")));
   // Released twice (the worker's report raced the replica's own requeue): no change.
   auto again = store_->ReleaseAttempts({{job.id(), 1}}, error);
   ASSERT_TRUE(again.ok());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts and stops a private PostgreSQL server for development and tests.
-#   scripts/pg.sh start DATADIR PORT   initdb on first use, start on 127.0.0.1:PORT, create db aijobs
+#   scripts/pg.sh start DATADIR PORT   initdb on first use, start on 127.0.0.1:PORT (plus
+#                                      $AIJOBS_PG_LISTEN), create db aijobs
 #   scripts/pg.sh stop DATADIR
 #   scripts/pg.sh crash DATADIR        immediate stop (no checkpoint: like a power cut; the next
 #                                      start runs crash recovery)
@@ -36,7 +37,16 @@ max_wal_size = 2GB
 logging_collector = off
 CONF
     fi
-    as_pg "$PGBIN/pg_ctl" -D "$datadir" -o "-p $port" -l "$datadir/server.log" -w -t 60 start >/dev/null ||
+    # AIJOBS_PG_LISTEN (e.g. "127.0.0.1,10.213.0.10"): listen on these addresses too and
+    # trust clients on the same subnets (the fault suite runs the server in a network
+    # namespace of its own).
+    listen_opt=""
+    if [ -n "${AIJOBS_PG_LISTEN:-}" ]; then
+      listen_opt=" -c listen_addresses=${AIJOBS_PG_LISTEN}"
+      grep -q '^host all all samenet trust' "$datadir/pg_hba.conf" ||
+        echo 'host all all samenet trust' >>"$datadir/pg_hba.conf"
+    fi
+    as_pg "$PGBIN/pg_ctl" -D "$datadir" -o "-p $port$listen_opt" -l "$datadir/server.log" -w -t 60 start >/dev/null ||
       { tail -n 30 "$datadir/server.log" >&2; exit 1; }
     if ! "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname='aijobs'" | grep -q 1; then

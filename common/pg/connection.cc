@@ -95,7 +95,13 @@ absl::StatusCode CodeForSqlState(std::string_view sqlstate) {
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo,
                                                              int statement_timeout_ms,
                                                              bool synchronous_commit) {
-  PGconn* conn = PQconnectdb(conninfo.c_str());
+  // Our defaults first: the expanded conninfo (dbname, expand_dbname = 1) comes after them
+  // and overrides any it sets.
+  const char* const keywords[] = {"connect_timeout", "tcp_user_timeout", "keepalives",
+                                  "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                  "dbname", nullptr};
+  const char* const values[] = {"5", "20000", "1", "10", "3", "3", conninfo.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq could not allocate");
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn);
@@ -112,6 +118,15 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
 }
 
 Connection::~Connection() { PQfinish(conn_); }
+
+std::string Connection::Option(std::string_view keyword) const {
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(PQconninfo(conn_),
+                                                                         &PQconninfoFree);
+  for (PQconninfoOption* o = options.get(); o != nullptr && o->keyword != nullptr; ++o) {
+    if (keyword == o->keyword) return o->val != nullptr ? o->val : "";
+  }
+  return "";
+}
 
 absl::StatusOr<Result> Connection::Check(PGresult* raw) {
   Result result(raw);

@@ -79,7 +79,11 @@ absl::StatusCode CodeForSqlState(std::string_view sqlstate);
 class Connection {
  public:
   // Connects with a libpq conninfo string or URL; UNAVAILABLE when the server can't be
-  // reached. Every statement runs with `statement_timeout_ms` (0 = none). With
+  // reached. Every statement runs with `statement_timeout_ms` (0 = none). Unless the
+  // conninfo sets them, a lost network is noticed in seconds rather than by TCP's default
+  // retransmission timeout (about 15 minutes, during which a statement would hang): connect
+  // gives up after 5 s (connect_timeout), data unacknowledged for 20 s breaks the connection
+  // (tcp_user_timeout), and an idle connection is probed after 10 s (keepalives). With
   // `synchronous_commit` false, commits return before their WAL is flushed: only for writes
   // that may be lost in a database crash without breaking a promise (see PgJobStore).
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo,
@@ -88,6 +92,9 @@ class Connection {
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
+
+  // The value libpq uses for connection parameter `keyword` ("" when unset).
+  std::string Option(std::string_view keyword) const;
 
   // Runs one or more statements without parameters.
   absl::StatusOr<Result> Exec(std::string_view sql);
