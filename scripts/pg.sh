@@ -2,13 +2,16 @@
 # Starts and stops a private PostgreSQL server for development and tests.
 #   scripts/pg.sh start DATADIR PORT   initdb on first use, start on 127.0.0.1:PORT (plus
 #                                      $AIJOBS_PG_LISTEN), create db aijobs
+#   scripts/pg.sh standby DATADIR HOST PORT   a streaming standby of the server at HOST:PORT
+#                                      (pg_basebackup -R); start it with `start`
+#   scripts/pg.sh promote DATADIR      promote a standby to primary
 #   scripts/pg.sh stop DATADIR
 #   scripts/pg.sh crash DATADIR        immediate stop (no checkpoint: like a power cut; the next
 #                                      start runs crash recovery)
 # Prints the conninfo on start. As root, the server runs as the unprivileged 'postgres' user.
 set -euo pipefail
 PGBIN=${AIJOBS_PG_BIN:-/usr/lib/postgresql/15/bin}
-cmd=${1:?usage: pg.sh start|stop|crash DATADIR [PORT]}
+cmd=${1:?usage: pg.sh start|standby|promote|stop|crash DATADIR [PORT]}
 datadir=$(realpath -m "${2:?DATADIR required}")
 
 as_pg() {
@@ -40,11 +43,13 @@ CONF
     # AIJOBS_PG_LISTEN (e.g. "127.0.0.1,10.213.0.10"): listen on these addresses too and
     # trust clients on the same subnets (the fault suite runs the server in a network
     # namespace of its own).
-    listen_opt=""
+    # The socket directory is always this data directory's (a standby's copied
+    # postgresql.conf names its primary's).
+    listen_opt=" -c unix_socket_directories=$datadir"
     if [ -n "${AIJOBS_PG_LISTEN:-}" ]; then
-      listen_opt=" -c listen_addresses=${AIJOBS_PG_LISTEN}"
+      listen_opt="$listen_opt -c listen_addresses=${AIJOBS_PG_LISTEN}"
       grep -q '^host all all samenet trust' "$datadir/pg_hba.conf" ||
-        echo 'host all all samenet trust' >>"$datadir/pg_hba.conf"
+        printf 'host all all samenet trust\nhost replication all samenet trust\n' >>"$datadir/pg_hba.conf"
     fi
     as_pg "$PGBIN/pg_ctl" -D "$datadir" -o "-p $port$listen_opt" -l "$datadir/server.log" -w -t 60 start >/dev/null ||
       { tail -n 30 "$datadir/server.log" >&2; exit 1; }
@@ -53,6 +58,21 @@ CONF
       "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aijobs" >/dev/null
     fi
     echo "host=127.0.0.1 port=$port dbname=aijobs user=postgres"
+    ;;
+  standby)
+    host=${3:?HOST required}
+    port=${4:?PORT required}
+    mkdir -p "$datadir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$datadir"
+    chmod 700 "$datadir"
+    as_pg "$PGBIN/pg_basebackup" -h "$host" -p "$port" -U postgres -D "$datadir" -R -X stream \
+      -c fast >"$datadir.basebackup.log" 2>&1 || { cat "$datadir.basebackup.log" >&2; exit 1; }
+    # The copy carries the primary's socket lock file (its socket directory is its data
+    # directory); it would stop this server from starting.
+    rm -f "$datadir"/.s.PGSQL.*
+    ;;
+  promote)
+    as_pg "$PGBIN/pg_ctl" -D "$datadir" -w -t 60 promote >/dev/null
     ;;
   stop)
     if [ -s "$datadir/postmaster.pid" ]; then
@@ -64,5 +84,5 @@ CONF
       as_pg "$PGBIN/pg_ctl" -D "$datadir" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
     fi
     ;;
-  *) echo "usage: pg.sh start|stop|crash DATADIR [PORT]" >&2; exit 2 ;;
+  *) echo "usage: pg.sh start|standby|promote|stop|crash DATADIR [PORT]" >&2; exit 2 ;;
 esac

@@ -41,6 +41,7 @@ namespace aijobs::testing {
 namespace {
 
 constexpr char kPgIp[] = "10.213.0.10";
+constexpr char kStandbyIp[] = "10.213.0.11";  // DatabaseFailover only
 constexpr int kPgPort = 5432;
 constexpr int kSchedulerPort = 50051;
 const std::vector<std::string> kSchedulerIps = {"10.213.0.21", "10.213.0.22"};
@@ -131,6 +132,10 @@ class FaultSuite : public ::testing::Test {
     ASSERT_TRUE(net.ok()) << net.status();
     net_ = std::move(*net);
     ASSERT_TRUE(net_->AddHost("pg", kPgIp).ok());
+    failover_ = name == "DatabaseFailover";
+    if (failover_) {
+      ASSERT_TRUE(net_->AddHost("pg2", kStandbyIp).ok());
+    }
     for (size_t i = 0; i < kSchedulerIps.size(); ++i) {
       ASSERT_TRUE(net_->AddHost(SchedulerHost(i), kSchedulerIps[i]).ok());
     }
@@ -144,6 +149,9 @@ class FaultSuite : public ::testing::Test {
     std::filesystem::create_directories(workdir_);
     chmod(workdir_.c_str(), 0755);  // the postgres user creates its data directory here
     ASSERT_NO_FATAL_FAILURE(StartPg());
+    if (failover_) {
+      ASSERT_NO_FATAL_FAILURE(StartSynchronousStandby());
+    }
     schedulers_.resize(kSchedulerIps.size());
     workers_.resize(kWorkerIps.size());
     for (size_t i = 0; i < kSchedulerIps.size(); ++i) ASSERT_NO_FATAL_FAILURE(StartScheduler(i));
@@ -156,6 +164,9 @@ class FaultSuite : public ::testing::Test {
     schedulers_.clear();
     if (net_ != nullptr) {
       (void)net_->RunIn("pg", PgScript(), {"stop", PgDir()}, absl::Seconds(60));
+      if (failover_) {
+        (void)net_->RunIn("pg2", PgScript(), {"stop", StandbyDir()}, absl::Seconds(60));
+      }
     }
     net_.reset();
     if (!HasFailure() && !workdir_.empty()) std::filesystem::remove_all(workdir_);
@@ -167,10 +178,41 @@ class FaultSuite : public ::testing::Test {
     return absl::StrCat(kSchedulerIps[i], ":", kSchedulerPort);
   }
   std::string PgDir() const { return workdir_ + "/pg"; }
+  std::string StandbyDir() const { return workdir_ + "/pg2"; }
   static std::string PgScript() { return SourceDir() + "/scripts/pg.sh"; }
-  static std::string Conninfo() {
+  // With a standby: both hosts, and libpq picks the one that accepts writes.
+  std::string Conninfo() const {
+    if (failover_) {
+      return absl::StrCat("host=", kPgIp, ",", kStandbyIp, " port=", kPgPort, ",", kPgPort,
+                          " dbname=aijobs user=postgres connect_timeout=3 "
+                          "target_session_attrs=read-write");
+    }
     return absl::StrCat("host=", kPgIp, " port=", kPgPort,
                         " dbname=aijobs user=postgres connect_timeout=3");
+  }
+
+  // A streaming standby of "pg" on "pg2", made synchronous: the primary acknowledges a
+  // commit only once the standby has it.
+  void StartSynchronousStandby() {
+    auto base = net_->RunIn("pg2", PgScript(), {"standby", StandbyDir(), kPgIp, absl::StrCat(kPgPort)},
+                            absl::Seconds(120));
+    ASSERT_TRUE(base.ok()) << base.status();
+    ASSERT_EQ(base->exit_code, 0) << base->err;
+    auto r = net_->RunIn("pg2", "/usr/bin/env",
+                         {absl::StrCat("AIJOBS_PG_LISTEN=127.0.0.1,", kStandbyIp), PgScript(),
+                          "start", StandbyDir(), absl::StrCat(kPgPort)},
+                         absl::Seconds(120));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->exit_code, 0) << r->err;
+    Query("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    Query("SELECT pg_reload_conf()");
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto rows = Query("SELECT sync_state FROM pg_stat_replication");
+          return !rows.empty() && rows[0][0] == "sync";
+        },
+        absl::Seconds(30), absl::Milliseconds(200)))
+        << "the standby never became synchronous";
   }
 
   void StartPg() {
@@ -260,7 +302,7 @@ class FaultSuite : public ::testing::Test {
 
   // psql -tA inside the database host; rows split on '\n', columns on '|'.
   std::vector<std::vector<std::string>> Query(const std::string& sql) {
-    auto r = net_->RunIn("pg", kPsql,
+    auto r = net_->RunIn(db_host_, kPsql,
                          {"-h", "127.0.0.1", "-p", absl::StrCat(kPgPort), "-U", "postgres", "-d",
                           "aijobs", "-tA", "-c", sql},
                          absl::Seconds(60));
@@ -357,6 +399,8 @@ class FaultSuite : public ::testing::Test {
   }
 
   std::unique_ptr<Topology> net_;
+  bool failover_ = false;
+  std::string db_host_ = "pg";  // where the primary runs (the checker queries it)
   std::string workdir_;
   std::vector<std::unique_ptr<Process>> schedulers_;
   std::vector<std::unique_ptr<Process>> workers_;
@@ -406,6 +450,19 @@ TEST_F(FaultSuite, DatabaseRestart) {
   absl::SleepFor(absl::Seconds(3));
   ASSERT_NO_FATAL_FAILURE(StartPg());
   Check("3 postgres restart (-m fast), 3 s down", absl::Now());
+}
+
+// 4. PostgreSQL failover: the primary (with a synchronous standby) is killed and the standby
+// promoted; the schedulers' multi-host conninfo (target_session_attrs=read-write) finds it.
+TEST_F(FaultSuite, DatabaseFailover) {
+  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
+  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StopPg("crash"));
+  auto r = net_->RunIn("pg2", PgScript(), {"promote", StandbyDir()}, absl::Seconds(60));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->exit_code, 0) << r->err;
+  db_host_ = "pg2";
+  Check("4 postgres failover (primary stopped -m immediate, sync standby promoted)", absl::Now());
 }
 
 // 5. One worker partitioned from everyone (its switch port down) for 30 s, then healed.
