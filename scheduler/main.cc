@@ -14,6 +14,12 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address host:port
 ABSL_FLAG(std::string, database_url, "", "PostgreSQL conninfo or URL (env AIJOBS_DATABASE_URL)");
 ABSL_FLAG(std::string, replica_id, "", "name of this replica (default host-pid)");
 ABSL_FLAG(int, db_pool_size, 16, "database connections");
+ABSL_FLAG(bool, db_transaction_pooler, false,
+          "--database_url is a transaction-pooling PgBouncer: no session settings (commits "
+          "are all synchronous; set statement_timeout on the role), no prepared statements");
+ABSL_FLAG(std::string, database_listen_url, "",
+          "direct PostgreSQL conninfo for LISTEN (wake-ups and cross-replica cancels); "
+          "default --database_url, or none with --db_transaction_pooler (poll only)");
 ABSL_FLAG(int64_t, max_input_bytes, 1 << 20, "largest accepted job input (serialized)");
 ABSL_FLAG(int64_t, lease_ms, 30000, "attempt lease, extended while the worker is connected");
 ABSL_FLAG(int64_t, heartbeat_ms, 1000,
@@ -47,6 +53,8 @@ int main(int argc, char** argv) {
   }
   o.replica_id = absl::GetFlag(FLAGS_replica_id);
   o.db_pool_size = absl::GetFlag(FLAGS_db_pool_size);
+  o.db_transaction_pooler = absl::GetFlag(FLAGS_db_transaction_pooler);
+  o.database_listen_url = absl::GetFlag(FLAGS_database_listen_url);
   o.max_input_bytes = absl::GetFlag(FLAGS_max_input_bytes);
   o.lease = absl::Milliseconds(absl::GetFlag(FLAGS_lease_ms));
   o.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));

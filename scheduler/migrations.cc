@@ -103,40 +103,35 @@ CREATE INDEX response_cache_expiry ON response_cache (expires_at);
 
 int LatestSchemaVersion() { return Migrations().back().version; }
 
+// One transaction under a transaction-scoped advisory lock: replicas starting together
+// apply each migration once, and it works through a transaction-pooling PgBouncer (a
+// session lock and its unlock could land on different server sessions there).
 absl::Status ApplyMigrations(pg::Connection& conn) {
-  auto locked = conn.Exec(absl::StrCat("SELECT pg_advisory_lock(", kMigrationLockKey, ")"));
-  if (!locked.ok()) return locked.status();
-  auto unlock = [&conn] {
-    (void)conn.Exec(absl::StrCat("SELECT pg_advisory_unlock(", kMigrationLockKey, ")"));
+  auto fail = [&conn](const absl::Status& s, const std::string& what) {
+    (void)conn.Exec("ROLLBACK");
+    return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
   };
+  auto begun = conn.Exec(absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kMigrationLockKey,
+                                      ")"));
+  if (!begun.ok()) return fail(begun.status(), "locking the schema");
   auto table = conn.Exec(
       "CREATE TABLE IF NOT EXISTS aijobs_schema_migrations ("
       " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
-  if (!table.ok()) {
-    unlock();
-    return table.status();
-  }
+  if (!table.ok()) return fail(table.status(), "creating aijobs_schema_migrations");
   auto applied = conn.Exec("SELECT coalesce(max(version), 0) FROM aijobs_schema_migrations");
-  if (!applied.ok()) {
-    unlock();
-    return applied.status();
-  }
+  if (!applied.ok()) return fail(applied.status(), "reading the schema version");
   int current = static_cast<int>(applied->GetInt(0, 0));
+  std::vector<int> done;
   for (const Migration& m : Migrations()) {
     if (m.version <= current) continue;
-    std::string sql =
-        absl::StrCat("BEGIN;\n", m.sql, "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
-                     m.version, ");\nCOMMIT;");
-    auto r = conn.Exec(sql);
-    if (!r.ok()) {
-      (void)conn.Exec("ROLLBACK");
-      unlock();
-      return absl::Status(r.status().code(),
-                          absl::StrCat("migration ", m.version, " failed: ", r.status().message()));
-    }
-    spdlog::info("applied schema migration {}", m.version);
+    auto r = conn.Exec(absl::StrCat(m.sql, "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
+                                    m.version, ");"));
+    if (!r.ok()) return fail(r.status(), absl::StrCat("migration ", m.version, " failed"));
+    done.push_back(m.version);
   }
-  unlock();
+  auto committed = conn.Exec("COMMIT");
+  if (!committed.ok()) return fail(committed.status(), "committing the migrations");
+  for (int v : done) spdlog::info("applied schema migration {}", v);
   return absl::OkStatus();
 }
 

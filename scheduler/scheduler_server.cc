@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   // The database may still be starting (e.g. under ./dev up): retry for a while.
   absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (true) {
-    auto conn = pg::Connection::Open(o.database_url, 0);
+    auto conn = pg::Connection::Open(o.database_url, 0, true, o.db_transaction_pooler);
     if (conn.ok()) {
       absl::Status m = ApplyMigrations(**conn);
       if (!m.ok()) return m;
@@ -100,9 +100,19 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
     absl::SleepFor(absl::Milliseconds(500));
   }
 
-  impl->pool = std::make_unique<pg::Pool>(o.database_url, o.db_pool_size, 30000);
+  impl->pool = std::make_unique<pg::Pool>(o.database_url, o.db_pool_size, 30000, true,
+                                          o.db_transaction_pooler);
+  // Through a transaction pooler this pool's commits are synchronous too (nothing can be
+  // set on a shared session): slower, never less durable.
   impl->relaxed_pool = std::make_unique<pg::Pool>(o.database_url, std::max(4, o.db_pool_size / 2),
-                                                  30000, /*synchronous_commit=*/false);
+                                                  30000, /*synchronous_commit=*/false,
+                                                  o.db_transaction_pooler);
+  if (o.db_transaction_pooler) {
+    spdlog::info("database behind a transaction pooler: no session settings or prepared "
+                 "statements; {}",
+                 o.database_listen_url.empty() ? "no LISTEN, replicas poll"
+                                               : "LISTEN on --database_listen_url");
+  }
   impl->store = std::make_unique<PgJobStore>(impl->pool.get(), impl->relaxed_pool.get());
   impl->hub = std::make_unique<EventHub>();
   // Unary calls and watch replays run in separate bounded lanes: a full lane answers
@@ -135,7 +145,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   hopts.lease = o.lease;
   hopts.heartbeat_interval = o.heartbeat_interval;
   hopts.retention = o.retention;
-  hopts.database_url = o.database_url;
+  hopts.database_url = !o.database_listen_url.empty() ? o.database_listen_url
+                      : o.db_transaction_pooler    ? ""
+                                                   : o.database_url;
   impl->housekeeping = std::make_unique<Housekeeping>(
       impl->store.get(), impl->hub.get(), impl->dispatcher.get(), impl->finisher.get(), hopts);
   impl->batcher = std::make_unique<SubmitBatcher>(impl->store.get(), [raw] {

@@ -20,6 +20,13 @@ namespace aijobs::scheduler {
 struct SchedulerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string database_url;
+  // database_url is a transaction-pooling PgBouncer (see pg::Connection::Open): no session
+  // settings, no named prepared statements, migrations in one transaction.
+  bool db_transaction_pooler = false;
+  // Where to LISTEN for other replicas' inserts and cancels (a direct connection: LISTEN
+  // does not work through a transaction pooler). Default: database_url, or none with
+  // db_transaction_pooler (replicas then only poll, every poll_interval).
+  std::string database_listen_url;
   std::string replica_id;  // default: host-pid
   int db_pool_size = 16;
   int64_t max_input_bytes = 1 << 20;

@@ -94,7 +94,8 @@ absl::StatusCode CodeForSqlState(std::string_view sqlstate) {
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo,
                                                              int statement_timeout_ms,
-                                                             bool synchronous_commit) {
+                                                             bool synchronous_commit,
+                                                             bool transaction_pooler) {
   // Our defaults first: the expanded conninfo (dbname, expand_dbname = 1) comes after them
   // and overrides any it sets.
   const char* const keywords[] = {"connect_timeout", "tcp_user_timeout", "keepalives",
@@ -110,6 +111,8 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     return absl::UnavailableError(absl::StrCat("cannot connect to PostgreSQL: ", msg));
   }
   auto c = std::unique_ptr<Connection>(new Connection(conn));
+  c->transaction_pooler_ = transaction_pooler;
+  if (transaction_pooler) return c;
   auto r = c->Exec(absl::StrCat("SET statement_timeout = ", statement_timeout_ms,
                                 "; SET synchronous_commit = ", synchronous_commit ? "on" : "off",
                                 "; SET client_min_messages = warning"));
@@ -171,6 +174,7 @@ absl::StatusOr<Result> Connection::ExecParams(std::string_view sql, const Params
 
 absl::StatusOr<Result> Connection::ExecPrepared(const std::string& name, std::string_view sql,
                                                 const Params& params) {
+  if (transaction_pooler_) return ExecParams(sql, params);
   if (prepared_.count(name) == 0) {
     std::string s(sql);
     auto r = Check(PQprepare(conn_, name.c_str(), s.c_str(), 0, nullptr));

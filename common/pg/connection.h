@@ -86,9 +86,16 @@ class Connection {
   // (tcp_user_timeout), and an idle connection is probed after 10 s (keepalives). With
   // `synchronous_commit` false, commits return before their WAL is flushed: only for writes
   // that may be lost in a database crash without breaking a promise (see PgJobStore).
+  //
+  // `transaction_pooler`: the conninfo points at a transaction-pooling PgBouncer, whose
+  // clients share server sessions between transactions. Then nothing is set on the session
+  // (a SET would leak to other clients' transactions: the server defaults apply, so commits
+  // are synchronous whatever `synchronous_commit` says) and ExecPrepared runs as ExecParams
+  // (named prepared statements do not survive a change of server session).
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo,
                                                           int statement_timeout_ms = 30000,
-                                                          bool synchronous_commit = true);
+                                                          bool synchronous_commit = true,
+                                                          bool transaction_pooler = false);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -126,6 +133,7 @@ class Connection {
 
   pg_conn* conn_;
   std::unordered_set<std::string> prepared_;
+  bool transaction_pooler_ = false;
 };
 
 }  // namespace aijobs::pg

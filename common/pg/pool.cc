@@ -9,11 +9,13 @@ Pool::Lease::~Lease() {
   if (pool_ != nullptr && conn_ != nullptr) pool_->Release(std::move(conn_));
 }
 
-Pool::Pool(std::string conninfo, int size, int statement_timeout_ms, bool synchronous_commit)
+Pool::Pool(std::string conninfo, int size, int statement_timeout_ms, bool synchronous_commit,
+           bool transaction_pooler)
     : conninfo_(std::move(conninfo)),
       size_(size),
       statement_timeout_ms_(statement_timeout_ms),
-      synchronous_commit_(synchronous_commit) {}
+      synchronous_commit_(synchronous_commit),
+      transaction_pooler_(transaction_pooler) {}
 
 absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
@@ -41,7 +43,8 @@ absl::StatusOr<Pool::Lease> Pool::Acquire(absl::Duration timeout) {
     spdlog::warn("database: dropped {} pooled connection(s) the server had closed; reconnecting",
                  dropped);
   }
-  auto conn = Connection::Open(conninfo_, statement_timeout_ms_, synchronous_commit_);
+  auto conn =
+      Connection::Open(conninfo_, statement_timeout_ms_, synchronous_commit_, transaction_pooler_);
   if (!conn.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;

@@ -35,8 +35,9 @@ class Pool {
   };
 
   // Opens connections lazily, at most `size` at once.
+  // `transaction_pooler`: see Connection::Open.
   Pool(std::string conninfo, int size, int statement_timeout_ms = 30000,
-       bool synchronous_commit = true);
+       bool synchronous_commit = true, bool transaction_pooler = false);
 
   // Waits up to `timeout` for a free connection; opens one if the pool is not full.
   // UNAVAILABLE when the database can't be reached, DEADLINE_EXCEEDED on timeout.
@@ -51,6 +52,7 @@ class Pool {
   const int size_;
   const int statement_timeout_ms_;
   const bool synchronous_commit_;
+  const bool transaction_pooler_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;

@@ -43,7 +43,10 @@ namespace {
 class Recorder {
  public:
   explicit Recorder(const std::string& path) : out_(path) {}
-  bool ok() const { return out_.good(); }
+  bool ok() {
+    absl::MutexLock lock(&mu_);
+    return out_.good();
+  }
   void Line(const std::string& line) {
     absl::MutexLock lock(&mu_);
     out_ << line << "\n";

@@ -43,6 +43,7 @@ namespace {
 constexpr char kPgIp[] = "10.213.0.10";
 constexpr char kStandbyIp[] = "10.213.0.11";  // DatabaseFailover only
 constexpr int kPgPort = 5432;
+constexpr int kPgBouncerPort = 6432;  // PgBouncer* scenarios: on the database host
 constexpr int kSchedulerPort = 50051;
 const std::vector<std::string> kSchedulerIps = {"10.213.0.21", "10.213.0.22"};
 const std::vector<std::string> kWorkerIps = {"10.213.0.31", "10.213.0.32", "10.213.0.33"};
@@ -133,6 +134,7 @@ class FaultSuite : public ::testing::Test {
     net_ = std::move(*net);
     ASSERT_TRUE(net_->AddHost("pg", kPgIp).ok());
     failover_ = name == "DatabaseFailover";
+    pooler_ = name.rfind("PgBouncer", 0) == 0;
     if (failover_) {
       ASSERT_TRUE(net_->AddHost("pg2", kStandbyIp).ok());
     }
@@ -152,6 +154,9 @@ class FaultSuite : public ::testing::Test {
     if (failover_) {
       ASSERT_NO_FATAL_FAILURE(StartSynchronousStandby());
     }
+    if (pooler_) {
+      ASSERT_NO_FATAL_FAILURE(StartPgBouncer());
+    }
     schedulers_.resize(kSchedulerIps.size());
     workers_.resize(kWorkerIps.size());
     for (size_t i = 0; i < kSchedulerIps.size(); ++i) ASSERT_NO_FATAL_FAILURE(StartScheduler(i));
@@ -162,6 +167,7 @@ class FaultSuite : public ::testing::Test {
     client_.reset();
     workers_.clear();
     schedulers_.clear();
+    pgbouncer_.reset();
     if (net_ != nullptr) {
       (void)net_->RunIn("pg", PgScript(), {"stop", PgDir()}, absl::Seconds(60));
       if (failover_) {
@@ -187,8 +193,41 @@ class FaultSuite : public ::testing::Test {
                           " dbname=aijobs user=postgres connect_timeout=3 "
                           "target_session_attrs=read-write");
     }
-    return absl::StrCat("host=", kPgIp, " port=", kPgPort,
+    return absl::StrCat("host=", kPgIp, " port=", pooler_ ? kPgBouncerPort : kPgPort,
                         " dbname=aijobs user=postgres connect_timeout=3");
+  }
+
+  // Debian's pgbouncer in transaction-pooling mode in front of the database, run as the
+  // postgres user (it refuses root).
+  void StartPgBouncer() {
+    const std::string ini = workdir_ + "/pgbouncer.ini";
+    const std::string users = workdir_ + "/userlist.txt";
+    std::ofstream(users) << "\"postgres\" \"\"\n";
+    std::ofstream(ini) << "[databases]\n"
+                       << "aijobs = host=127.0.0.1 port=" << kPgPort
+                       << " dbname=aijobs user=postgres\n"
+                       << "[pgbouncer]\n"
+                       << "listen_addr = " << kPgIp << "\n"
+                       << "listen_port = " << kPgBouncerPort << "\n"
+                       << "unix_socket_dir =\n"
+                       << "auth_type = trust\n"
+                       << "auth_file = " << users << "\n"
+                       << "pool_mode = transaction\n"
+                       << "max_client_conn = 1000\n"
+                       << "default_pool_size = 40\n"
+                       << "server_login_retry = 1\n"
+                       << "admin_users = postgres\n";
+    chmod(ini.c_str(), 0644);
+    chmod(users.c_str(), 0644);
+    ProcessOptions o;
+    o.path = "/usr/bin/setpriv";
+    o.args = {"--reuid=postgres", "--regid=postgres", "--clear-groups", "/usr/sbin/pgbouncer",
+              ini};
+    o.log_name = "pgbouncer";
+    auto p = Process::Start(net_->InHost("pg", o));
+    ASSERT_TRUE(p.ok()) << p.status();
+    pgbouncer_ = std::move(*p);
+    ASSERT_NO_FATAL_FAILURE(WaitForLog(pgbouncer_.get(), "process up", absl::Seconds(20)));
   }
 
   // A streaming standby of "pg" on "pg2", made synchronous: the primary acknowledges a
@@ -243,6 +282,7 @@ class FaultSuite : public ::testing::Test {
     o.args = {"--listen", SchedulerAddress(i), "--database_url", Conninfo(),
               "--replica_id", SchedulerHost(i), "--lease_ms", "10000", "--retry_base_ms", "50",
               "--retry_max_ms", "200", "--shutdown_grace_ms", "5000"};
+    if (pooler_) o.args.push_back("--db_transaction_pooler");  // and no LISTEN: poll only
     o.log_name = absl::StrCat("aijobs-scheduler-", SchedulerHost(i), "-", ++starts_);
     auto p = Process::Start(net_->InHost(SchedulerHost(i), o));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -400,6 +440,8 @@ class FaultSuite : public ::testing::Test {
 
   std::unique_ptr<Topology> net_;
   bool failover_ = false;
+  bool pooler_ = false;  // the schedulers reach PostgreSQL through PgBouncer
+  std::unique_ptr<Process> pgbouncer_;
   std::string db_host_ = "pg";  // where the primary runs (the checker queries it)
   std::string workdir_;
   std::vector<std::unique_ptr<Process>> schedulers_;
@@ -501,6 +543,27 @@ TEST_F(FaultSuite, RollingRestart) {
   }
   Figures f = Check("6 rolling restart (2 schedulers, 3 workers)", absl::Now());
   EXPECT_EQ(f.refused, 0);
+}
+
+// 7. PgBouncer in transaction-pooling mode between the schedulers and PostgreSQL (poll-only
+// schedulers: no LISTEN through it), with scenario 1 and 3 through it.
+TEST_F(FaultSuite, PgBouncerWorkerKill) {
+  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
+  SleepUntilFault();
+  workers_[0]->Kill();
+  absl::SleepFor(absl::Seconds(2));
+  ASSERT_NO_FATAL_FAILURE(StartWorker(0));
+  Figures f = Check("7 pgbouncer (transaction pooling): worker kill -9", absl::Now());
+  EXPECT_EQ(f.refused, 0);
+}
+
+TEST_F(FaultSuite, PgBouncerDatabaseCrash) {
+  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
+  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StopPg("crash"));
+  absl::SleepFor(absl::Seconds(3));
+  ASSERT_NO_FATAL_FAILURE(StartPg());
+  Check("7 pgbouncer (transaction pooling): postgres crash, 3 s down", absl::Now());
 }
 
 }  // namespace
