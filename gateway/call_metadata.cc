@@ -79,6 +79,14 @@ absl::StatusOr<absl::Duration> ParseGrpcTimeout(absl::string_view text) {
   }
 }
 
+absl::StatusOr<std::string> RequestIdFromHeader(absl::string_view value) {
+  if (!IsValidMetadataValue(value) || value.size() > 256) {
+    return absl::InvalidArgumentError(
+        "header X-Request-Id: must be printable ASCII of at most 256 characters");
+  }
+  return std::string(value);
+}
+
 absl::StatusOr<CallMetadata> MetadataFromHeaders(const HeaderList& headers,
                                                  const std::function<std::string()>& new_id) {
   CallMetadata md;
@@ -90,11 +98,9 @@ absl::StatusOr<CallMetadata> MetadataFromHeaders(const HeaderList& headers,
       }
       md.entries.emplace_back(std::move(key), value);
     } else if (key == "x-request-id") {
-      if (!IsValidMetadataValue(value) || value.size() > 256) {
-        return absl::InvalidArgumentError(
-            "header X-Request-Id: must be printable ASCII of at most 256 characters");
-      }
-      md.request_id = value;
+      absl::StatusOr<std::string> id = RequestIdFromHeader(value);
+      if (!id.ok()) return id.status();
+      md.request_id = *std::move(id);
     } else if (key == "grpc-timeout") {
       absl::StatusOr<absl::Duration> t = ParseGrpcTimeout(value);
       if (!t.ok()) return t.status();

@@ -32,6 +32,10 @@ struct CallMetadata {
   std::optional<absl::Duration> timeout;
 };
 
+// The request id of a request with X-Request-Id header `value` (empty: absent): the value
+// when it is printable ASCII of at most 256 characters, else INVALID_ARGUMENT.
+absl::StatusOr<std::string> RequestIdFromHeader(absl::string_view value);
+
 // Parses a gRPC timeout ("100m", "5S", "1H": 1-8 digits and one of H M S m u n).
 absl::StatusOr<absl::Duration> ParseGrpcTimeout(absl::string_view text);
 

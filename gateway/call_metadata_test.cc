@@ -91,3 +91,16 @@ TEST(ShapeFromResponseMetadataTest, IgnoresAnInvalidHttpCode) {
 
 }  // namespace
 }  // namespace aijobs::gateway
+
+namespace aijobs::gateway {
+namespace {
+
+TEST(RequestIdFromHeaderTest, KeepsPrintableIdsAndRefusesOthers) {
+  EXPECT_EQ(*RequestIdFromHeader("req-42"), "req-42");
+  EXPECT_EQ(*RequestIdFromHeader(""), "");
+  EXPECT_FALSE(RequestIdFromHeader("a\nb").ok());
+  EXPECT_FALSE(RequestIdFromHeader(std::string(257, 'x')).ok());
+}
+
+}  // namespace
+}  // namespace aijobs::gateway

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -265,7 +267,8 @@ Gateway::Gateway(const GatewayOptions& options, RouteTable routes,
       channel_(std::move(channel)),
       stub_(channel_),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)),
-      openapi_json_(BuildOpenApiJson(routes_, "aijobs", options.api_version)) {}
+      openapi_json_(BuildOpenApiJson(routes_, "aijobs", options.api_version)),
+      page_csp_(ContentSecurityPolicyFor(WebIndexHtml())) {}
 
 Gateway::~Gateway() {
   // A relay's OnDone uses the gateway (metrics, Unregister): let them all run first.
@@ -364,6 +367,9 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
       new absl::flat_hash_set<std::string>{"/", "/healthz", "/readyz", "/metrics", "/openapi.json"};
   if (kFixed->contains(rc.path)) {
     rc.route_label = rc.path;
+    // Echoed like on every route (a malformed one is replaced, these answer regardless).
+    absl::StatusOr<std::string> id = RequestIdFromHeader(ToStd(req["X-Request-Id"]));
+    rc.request_id = id.ok() && !id->empty() ? *std::move(id) : NewUuid();
     if (rc.method == "OPTIONS") {
       HttpResponse res = MakeResponse(req, 204, "text/plain", "");
       res.set(http::field::allow, "GET, OPTIONS");
@@ -396,6 +402,10 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
     HttpResponse page =
         MakeResponse(req, 200, "text/html; charset=utf-8", std::string(WebIndexHtml()));
     page.set(http::field::cache_control, "no-cache");
+    page.set("Content-Security-Policy", page_csp_);
+    page.set("X-Content-Type-Options", "nosniff");
+    page.set("X-Frame-Options", "DENY");
+    page.set("Referrer-Policy", "no-referrer");
     return Finish(exchange, rc, std::move(page));
   }
   HandleRoute(std::move(exchange), std::move(rc));
@@ -587,6 +597,31 @@ void Gateway::HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContex
                MakeResponse(req, 503, kJson,
                             ErrorBodyJson(grpc::StatusCode::UNAVAILABLE, why)));
       });
+}
+
+std::string ContentSecurityPolicyFor(absl::string_view html) {
+  // 'sha256-<base64>' of the text between each opening and closing tag.
+  auto hashes = [html](absl::string_view open, absl::string_view close) {
+    std::string out;
+    size_t at = 0;
+    while ((at = html.find(open, at)) != absl::string_view::npos) {
+      size_t begin = at + open.size();
+      size_t end = html.find(close, begin);
+      if (end == absl::string_view::npos) break;
+      absl::string_view body = html.substr(begin, end - begin);
+      unsigned char digest[SHA256_DIGEST_LENGTH];
+      SHA256(reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest);
+      unsigned char b64[4 * ((SHA256_DIGEST_LENGTH + 2) / 3) + 1];
+      EVP_EncodeBlock(b64, digest, SHA256_DIGEST_LENGTH);
+      absl::StrAppend(&out, " 'sha256-", reinterpret_cast<const char*>(b64), "'");
+      at = end + close.size();
+    }
+    return out;
+  };
+  return absl::StrCat("default-src 'none'; script-src", hashes("<script>", "</script>"),
+                      "; style-src", hashes("<style>", "</style>"),
+                      "; connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                      "form-action 'none'; frame-ancestors 'none'");
 }
 
 }  // namespace aijobs::gateway

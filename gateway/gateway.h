@@ -102,6 +102,8 @@ class Gateway final : public RequestHandler {
   grpc::GenericStub stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
   std::string openapi_json_;
+  // Content-Security-Policy of the chat page: its inline script and style by hash only.
+  std::string page_csp_;
   GatewayMetrics metrics_;
   absl::Mutex mu_;
   absl::flat_hash_set<StreamRelay*> relays_ ABSL_GUARDED_BY(mu_);
@@ -110,5 +112,10 @@ class Gateway final : public RequestHandler {
 
 // The web chat page served at GET / (gateway/web/index.html, embedded at build time).
 absl::string_view WebIndexHtml();
+
+// A Content-Security-Policy for `html` that allows nothing but its own inline <script> and
+// <style> blocks (by SHA-256 hash), requests to its own origin and data: images, and no
+// framing.
+std::string ContentSecurityPolicyFor(absl::string_view html);
 
 }  // namespace aijobs::gateway

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/flags_help.h"
 #include "common/logging.h"
 #include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
@@ -76,6 +77,7 @@ void RaiseFileLimit() {
 int main(int argc, char** argv) {
   // Before any thread starts, so that only its signal thread receives SIGINT/SIGTERM.
   aijobs::ShutdownSignal shutdown;
+  aijobs::ShowOwnFlagsInHelp("gateway/main.cc");
   absl::SetProgramUsageMessage(
       "aijobs gateway: REST/JSON and Server-Sent Events in front of the scheduler's gRPC API");
   if (!ApplyEnvironment()) return 2;

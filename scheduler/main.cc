@@ -5,6 +5,7 @@
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/flags/usage.h"
+#include "common/flags_help.h"
 #include "common/logging.h"
 #include "common/shutdown_signal.h"
 #include "scheduler/scheduler_server.h"
@@ -38,6 +39,7 @@ ABSL_FLAG(int64_t, shutdown_grace_ms, 10000, "on SIGTERM, how long running attem
 int main(int argc, char** argv) {
   // Before any thread starts, so that only its signal thread receives SIGINT/SIGTERM.
   aijobs::ShutdownSignal shutdown;
+  aijobs::ShowOwnFlagsInHelp("scheduler/main.cc");
   absl::SetProgramUsageMessage("aijobs scheduler: JobService and WorkerService on PostgreSQL");
   absl::ParseCommandLine(argc, argv);
   aijobs::InitLogging("aijobs-scheduler");

@@ -51,6 +51,21 @@ TEST_F(E2eCliTest, SubmitWatchWaitPrintsStreamAndFinalJobJson) {
   EXPECT_EQ(got.state(), aijobs::v1::SUCCEEDED);
 }
 
+// Regression (issue 10): `--help` on the scheduler and the gateway printed "No flags
+// matched" instead of their flags.
+TEST(BinaryHelpTest, HelpListsEachBinarysOwnFlags) {
+  for (const auto& [binary, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"aijobs-scheduler", "--database_url"},
+           {"aijobs-gateway", "--cors_allowed_origins"},
+           {"aijobs-worker", "--drain_timeout_ms"}}) {
+    auto r = RunCommand(BinPath(binary), {"--help"}, absl::Seconds(30));
+    ASSERT_TRUE(r.ok()) << binary << ": " << r.status();
+    std::string text = r->out + r->err;
+    EXPECT_EQ(text.find("No flags matched"), std::string::npos) << binary << ":\n" << text;
+    EXPECT_NE(text.find(flag), std::string::npos) << binary << ":\n" << text;
+  }
+}
+
 TEST_F(E2eCliTest, GetUnknownJobFailsWithNotFound) {
   ASSERT_NO_FATAL_FAILURE(StartScheduler());
   auto r = Ctl({"get", NewUuid()});

@@ -390,6 +390,15 @@ TEST_F(GatewayTest, OperationalEndpoints) {
   EXPECT_EQ(page.status, 200);
   EXPECT_THAT(page.Header("Content-Type"), StartsWith("text/html"));
   EXPECT_THAT(page.body, HasSubstr("<html"));
+  // Regression (issue 10): the page had no CSP, X-Content-Type-Options or X-Frame-Options,
+  // and the fixed endpoints sent no X-Request-Id although every response must.
+  EXPECT_THAT(page.Header("Content-Security-Policy"), HasSubstr("script-src 'sha256-"));
+  EXPECT_EQ(page.Header("X-Content-Type-Options"), "nosniff");
+  EXPECT_EQ(page.Header("X-Frame-Options"), "DENY");
+  EXPECT_FALSE(page.Header("X-Request-Id").empty());
+  EXPECT_EQ(Call("GET", "/healthz", "", {{"X-Request-Id", "ops-7"}}).Header("X-Request-Id"),
+            "ops-7");
+  EXPECT_FALSE(Call("GET", "/metrics").Header("X-Request-Id").empty());
   EXPECT_EQ(Call("POST", "/healthz", "{}").status, 405);
   EXPECT_EQ(Call("HEAD", "/healthz").status, 405);  // GET only: no body-less variant.
 

@@ -14,11 +14,11 @@
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/flags_help.h"
 #include "common/logging.h"
 #include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
@@ -62,13 +62,7 @@ int main(int argc, char** argv) {
   // and only the ShutdownSignal thread below receives them (it needs the connection).
   aijobs::ShutdownSignal::Block();
 
-  // --help lists this file's flags (absl's default filter misses them under ccache paths).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "workers/main.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  aijobs::ShowOwnFlagsInHelp("workers/main.cc");
   absl::SetProgramUsageMessage(
       "Runs aijobs jobs for a scheduler: aijobs-worker --scheduler HOST:PORT");
   absl::ParseCommandLine(argc, argv);
