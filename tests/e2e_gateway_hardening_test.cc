@@ -318,5 +318,22 @@ TEST_F(GatewayHardeningTest, Http11RequestWithoutExactlyOneHostIs400) {
   EXPECT_THAT(old.bytes, StartsWith("HTTP/1.0 200")) << old.bytes;
 }
 
+// --- 9/10. Decoded path and query values ---
+
+// Regression: invalid UTF-8 in a path variable answered 501 with an empty message, and a
+// %00 in a query value silently cut it short (?type=chat%00x filtered on "chat").
+TEST_F(GatewayHardeningTest, BadlyEncodedPathAndQueryValuesAre400NamingTheParameter) {
+  HttpResult path = HttpCall("GET", base_ + "/v1/jobs/%ff");
+  EXPECT_EQ(path.status, 400) << path.body;
+  EXPECT_THAT(path.body, HasSubstr("path variable {job_id} must be valid UTF-8"));
+  HttpResult nul = HttpCall("GET", base_ + "/v1/jobs?type=chat%00x");
+  EXPECT_EQ(nul.status, 400) << nul.body;
+  EXPECT_THAT(nul.body, HasSubstr("query parameter \\\"type\\\" must not contain NUL"));
+  HttpResult bad = HttpCall("GET", base_ + "/v1/jobs?type=%c3");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_THAT(bad.body, HasSubstr("must be valid UTF-8"));
+  ExpectAlive();
+}
+
 }  // namespace
 }  // namespace aijobs::testing

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/text.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -328,6 +329,10 @@ absl::Status ApplyBody(const Route& route, absl::string_view body, const JsonOpt
 absl::Status ApplyBindings(const std::vector<VariableBinding>& bindings, Message* request) {
   for (const VariableBinding& b : bindings) {
     std::string name = absl::StrJoin(b.field_path, ".");
+    if (absl::Status s = ValidateText(b.value, absl::StrCat("path variable {", name, "}"));
+        !s.ok()) {
+      return s;
+    }
     auto fields = ResolveFieldPath(request->GetDescriptor(), b.field_path);
     if (!fields.ok()) {
       return absl::InvalidArgumentError(
@@ -400,6 +405,11 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryStrin
       return absl::InvalidArgumentError(
           absl::StrCat("query parameter \"", piece, "\" has a malformed %-escape"));
     }
+    // Refused here, naming the parameter: protobuf cannot hold invalid UTF-8 in a string
+    // field, and a NUL would silently cut the value short further on.
+    const std::string what = absl::StrCat("query parameter \"", Utf8Prefix(*key, 64), "\"");
+    if (absl::Status s = ValidateText(*key, what); !s.ok()) return s;
+    if (absl::Status s = ValidateText(*value, what); !s.ok()) return s;
     out.emplace_back(*std::move(key), *std::move(value));
   }
   return out;
