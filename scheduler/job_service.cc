@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
@@ -24,9 +25,36 @@ bool IsTerminal(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }
 
+// What a client is told about a failure. A database error is logged in full here and
+// answered with a sentence for people and a reference to that log line: libpq's text can
+// carry the server's address and internals ("connection to server at ... failed", "ERROR:
+// timestamp out of range"), which are the operator's business, not the caller's.
+grpc::Status ToClientStatus(const absl::Status& s) {
+  if (s.ok() || !absl::StrContains(s.message(), "PostgreSQL")) return ToGrpcStatus(s);
+  const std::string ref = NewUuid().substr(0, 8);
+  spdlog::warn("database error {} answered as {}: {}", ref, absl::StatusCodeToString(s.code()),
+               std::string(s.message()));
+  std::string text;
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+      text = "the job database is unavailable; retry later";
+      break;
+    case absl::StatusCode::kDeadlineExceeded:
+      text = "the job database did not answer in time; retry later";
+      break;
+    case absl::StatusCode::kInvalidArgument:
+      text = "the job database refused a value of this request";
+      break;
+    default:
+      text = "internal error";
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      absl::StrCat(text, " (scheduler log reference ", ref, ")"));
+}
+
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(s));
+  reactor->Finish(ToClientStatus(s));
   return reactor;
 }
 
@@ -50,7 +78,7 @@ grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Execut
                                         std::function<absl::Status()> work) {
   auto* reactor = ctx->DefaultReactor();
   absl::Status queued = executor->TryRun(
-      [reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
+      [reactor, work = std::move(work)] { reactor->Finish(ToClientStatus(work())); });
   if (!queued.ok()) reactor->Finish(Overloaded(ctx, queued));
   return reactor;
 }
@@ -314,7 +342,7 @@ void WatchStream::ReadDatabase(bool first) {
       // The call may have finished meanwhile (the client cancelled): FinishLocked finishes it
       // at most once.
       if (first || page.status().code() == absl::StatusCode::kNotFound) {
-        FinishLocked(ToGrpcStatus(page.status()));
+        FinishLocked(ToClientStatus(page.status()));
       }
       return;
     }
@@ -390,7 +418,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   auto* reactor = ctx->DefaultReactor();
   auto answer = [ctx, reactor, job](absl::StatusOr<SubmitOutcome> out) {
     if (!out.ok()) {
-      reactor->Finish(ToGrpcStatus(out.status()));
+      reactor->Finish(ToClientStatus(out.status()));
       return;
     }
     *job = std::move(out->job);
@@ -439,7 +467,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
       explicit Reject(const grpc::Status& s) { Finish(s); }
       void OnDone() override { delete this; }
     };
-    return new Reject(ToGrpcStatus(
+    return new Reject(ToClientStatus(
         valid.ok() ? absl::InvalidArgumentError("after_seq must not be negative") : valid));
   }
   auto w = std::make_shared<WatchStream>(&deps_, watches_.get(), CallerFrom(*ctx),

@@ -1,5 +1,6 @@
 // JobService against an in-process gRPC server and a scripted store: streaming edge cases,
 // job-type checks while the database is down, and backpressure from the executor lanes.
+#include "common/uuid.h"
 #include "scheduler/job_service.h"
 
 #include <grpcpp/grpcpp.h>
@@ -87,6 +88,16 @@ JobServiceDeps DepsFor(JobStore* store, EventHub* hub, Executor* executor, JobTy
   return deps;
 }
 
+// A JobServiceImpl on `store`, with a hub, an executor and a type registry of its own.
+struct ServiceOn {
+  explicit ServiceOn(JobStore* store)
+      : types(store), server(DepsFor(store, &hub, &executor, &types)) {}
+  EventHub hub;
+  Executor executor{"test-exec", 2};
+  JobTypeRegistry types;
+  TestServer server;
+};
+
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration d) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + d));
 }
@@ -152,10 +163,8 @@ class TypesDownStore : public FakeJobStore {
 // tells the caller to fix a request that was fine.
 TEST(JobServiceTest, SubmitAnswersUnavailableWhenJobTypesCannotBeLoaded) {
   TypesDownStore store;
-  EventHub hub;
-  Executor executor("test-exec", 2);
-  JobTypeRegistry types(&store);
-  TestServer t(DepsFor(&store, &hub, &executor, &types));
+  ServiceOn service(&store);
+  TestServer& t = service.server;
 
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
@@ -163,6 +172,37 @@ TEST(JobServiceTest, SubmitAnswersUnavailableWhenJobTypesCannotBeLoaded) {
   grpc::Status s = t.stub->SubmitJob(&ctx, SummarizeRequest(), &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
   EXPECT_NE(s.error_message().find("retry"), std::string::npos) << s.error_message();
+}
+
+// GetJob fails with libpq's own words, as PgJobStore passes them on.
+class LeakyErrorStore : public FakeJobStore {
+ public:
+  absl::StatusOr<v1::Job> GetJob(const Caller&, const std::string&) override {
+    return absl::UnavailableError(
+        "cannot connect to PostgreSQL: connection to server at \"10.9.8.7\", port 5432 "
+        "failed: Connection refused\n\tIs the server running on that host?");
+  }
+};
+
+// Regression (issue 10, item 9): database errors reached clients verbatim, with the
+// database's address and libpq's internals.
+TEST(JobServiceTest, DatabaseErrorsAreAnsweredForPeopleAndLoggedInFull) {
+  LeakyErrorStore store;
+  ServiceOn service(&store);
+  TestServer& t = service.server;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::GetJobRequest req;
+  req.set_job_id(NewUuid());
+  v1::Job job;
+  grpc::Status s = t.stub->GetJob(&ctx, req, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(s.error_message().find("10.9.8.7"), std::string::npos) << s.error_message();
+  EXPECT_EQ(s.error_message().find("PostgreSQL"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("the job database is unavailable; retry later"),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_NE(s.error_message().find("scheduler log reference"), std::string::npos);
 }
 
 // KnownJobTypes blocks until released (a pool that cannot connect).

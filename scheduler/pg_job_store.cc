@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/pg/array.h"
 #include "common/time_util.h"
+#include "common/text.h"
 #include "common/uuid.h"
 
 namespace aijobs::scheduler {
@@ -251,6 +252,10 @@ absl::StatusOr<v1::Job> PgJobStore::GetJob(const Caller& caller, const std::stri
   return RowToJob(*r, 0);
 }
 
+// Page tokens carry a creation time in microseconds since 1970; later than year 9999 is
+// no token of ours (and PostgreSQL would refuse it as "timestamp out of range").
+constexpr int64_t kMaxTokenMicros = int64_t{253402300799} * 1000000;
+
 absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   Params p;
   p.Add(query.caller.tenant_id).Add(int64_t{query.state}).Add(query.type);
@@ -262,8 +267,11 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
     std::string id = dot == std::string::npos ? "" : query.page_token.substr(dot + 1);
     if (dot == std::string::npos ||
         !absl::SimpleAtoi(absl::string_view(query.page_token.data(), dot), &created_us) ||
-        !IsUuid(id)) {
-      return absl::InvalidArgumentError(absl::StrCat("page_token \"", query.page_token,
+        created_us < 0 || created_us > kMaxTokenMicros || !IsUuid(id)) {
+      // Echoed cut short: a long token in grpc-message would overflow the caller's metadata
+      // limit and turn this INVALID_ARGUMENT into RESOURCE_EXHAUSTED (HTTP 429).
+      return absl::InvalidArgumentError(absl::StrCat("page_token \"",
+                                                     Utf8Prefix(query.page_token, 64),
                                                      "\" is not a token returned by ListJobs"));
     }
     p.Add(created_us).Add(id);

@@ -1233,6 +1233,22 @@ TEST_F(PgJobStoreTest, ListJobsRejectsInvalidPageToken) {
   }
 }
 
+// Regression (issue 10, item 9): a token with negative micros reached PostgreSQL ("ERROR:
+// timestamp out of range"), and a 9 KB token was echoed whole, overflowing the caller's
+// metadata limit so the gateway answered 429.
+TEST_F(PgJobStoreTest, ListJobsRejectsOutOfRangeAndHugeTokensWithAShortMessage) {
+  for (const std::string& token :
+       {absl::StrCat("-5.", NewUuid()), absl::StrCat("999999999999999999.", NewUuid()),
+        absl::StrCat(std::string(9000, '1'), ".", NewUuid())}) {
+    ListQuery q;
+    q.page_token = token;
+    auto page = store_->ListJobs(q);
+    EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument) << token.substr(0, 40);
+    EXPECT_EQ(page.status().message().find("PostgreSQL"), std::string::npos);
+    EXPECT_LT(page.status().message().size(), 200u);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Response cache
 
