@@ -11,6 +11,8 @@
 namespace aijobs::scheduler {
 namespace {
 
+constexpr absl::Duration kMaxAttemptTimeout = absl::Hours(24);
+
 bool IsValidTypeName(const std::string& t) {
   if (t.empty() || t.size() > 64) return false;
   for (char c : t) {
@@ -147,8 +149,15 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
   if (absl::Status s = ValidateText(request.idempotency_key(), "idempotency_key"); !s.ok()) {
     return s;
   }
-  if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
-    return absl::InvalidArgumentError("timeout must not be negative");
+  // Unset (0) means the scheduler's default; anything else is an attempt timeout between 1 ms
+  // (smaller ones used to round to 0, the default, in silence) and 24 h (larger ones
+  // overflowed to 9223372036 s).
+  const absl::Duration timeout = FromProtoDuration(request.timeout());
+  if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0 ||
+      (timeout != absl::ZeroDuration() &&
+       (timeout < absl::Milliseconds(1) || timeout > kMaxAttemptTimeout))) {
+    return absl::InvalidArgumentError(
+        "timeout must be 0 (the scheduler's default) or between 1ms and 24h (86400s)");
   }
   const auto& cache_ttl = request.cache().ttl();
   if (cache_ttl.seconds() < 0 || cache_ttl.nanos() < 0 ||

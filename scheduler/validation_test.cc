@@ -231,6 +231,19 @@ TEST(ValidateSubmitTest, ChecksAttemptsKeyAndTimeout) {
 
   r.mutable_timeout()->set_seconds(-5);
   ExpectInvalid(Validate(r), "timeout");
+  // Regression (issue 10): 315576000000s was stored as 9223372036.85 s and 1 ns silently
+  // became the default.
+  r.mutable_timeout()->set_seconds(315576000000);
+  ExpectInvalid(Validate(r), "timeout");
+  r.mutable_timeout()->set_seconds(0);
+  r.mutable_timeout()->set_nanos(1);
+  ExpectInvalid(Validate(r), "timeout");
+  r.mutable_timeout()->set_nanos(0);
+  EXPECT_TRUE(Validate(r).ok());  // unset: the default
+  r.mutable_timeout()->set_seconds(86400);
+  EXPECT_TRUE(Validate(r).ok());
+  r.mutable_timeout()->set_seconds(86401);
+  ExpectInvalid(Validate(r), "timeout");
   r.mutable_timeout()->set_seconds(30);
   EXPECT_TRUE(Validate(r).ok());
 }
