@@ -4,12 +4,15 @@
 #include <deque>
 #include <functional>
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "common/text.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
 #include "scheduler/cache_key.h"
@@ -84,6 +87,21 @@ grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Execut
 }
 
 constexpr int kEventPage = 1000;
+
+// Whether `request` asks for what `job` (found by its idempotency key) was created with:
+// a retry of the same submit. Anything else under the same key is a client bug that must
+// not be answered with somebody else's job.
+bool SameSubmit(const v1::SubmitJobRequest& request, const v1::Job& job) {
+  const int max_attempts = request.max_attempts() > 0 ? request.max_attempts() : 3;
+  return request.type() == job.type() && request.priority() == job.priority() &&
+         max_attempts == job.max_attempts() &&
+         google::protobuf::util::MessageDifferencer::Equals(request.input(), job.input()) &&
+         request.labels().size() == job.labels().size() &&
+         std::all_of(request.labels().begin(), request.labels().end(), [&](const auto& kv) {
+           auto it = job.labels().find(kv.first);
+           return it != job.labels().end() && it->second == kv.second;
+         });
+}
 
 // Tells the HTTP gateway how to answer a submit (it maps x-http-code to the status and
 // x-http-header-* to headers, as grpc-gateway does): 202 Accepted while the job is pending,
@@ -416,9 +434,18 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
     if (!nj.cache_key.empty()) nj.cache_ttl = cache_ttl;
   }
   auto* reactor = ctx->DefaultReactor();
-  auto answer = [ctx, reactor, job](absl::StatusOr<SubmitOutcome> out) {
+  // `request` lives until the reactor finishes.
+  auto answer = [ctx, reactor, job, request](absl::StatusOr<SubmitOutcome> out) {
     if (!out.ok()) {
       reactor->Finish(ToClientStatus(out.status()));
+      return;
+    }
+    if (out->existing && !SameSubmit(*request, out->job)) {
+      reactor->Finish(grpc::Status(
+          grpc::StatusCode::ALREADY_EXISTS,
+          absl::StrCat("idempotency_key \"", Utf8Prefix(request->idempotency_key(), 64),
+                       "\" was already used for a different request (job ", out->job.id(),
+                       "); send the same request to get that job, or use a new key")));
       return;
     }
     *job = std::move(out->job);

@@ -179,6 +179,18 @@ TEST_F(E2eJobFlowTest, IdempotencyKeyReturnsTheSameJob) {
   EXPECT_EQ(a.id(), b.id());
   EXPECT_EQ(b.idempotency_key(), "order-42");
 
+  // Regression (issue 10): the same key with a different body silently returned the first
+  // job; it is a client bug, answered ALREADY_EXISTS (HTTP 409) naming the job.
+  auto other = ChatRequest("something else");
+  other.set_idempotency_key("order-42");
+  Job d;
+  grpc::Status conflict = Submit(other, &d);
+  EXPECT_EQ(conflict.error_code(), grpc::StatusCode::ALREADY_EXISTS) << conflict.error_message();
+  EXPECT_NE(conflict.error_message().find(a.id()), std::string::npos) << conflict.error_message();
+  other = req;
+  other.set_priority(5);
+  EXPECT_EQ(Submit(other, &d).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
   req.set_idempotency_key("order-43");
   Job c;
   ASSERT_TRUE(Submit(req, &c).ok());
