@@ -471,6 +471,18 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   }
   const Route& route = *match->route;
   rc.route_label = route.label;
+  // A web page may make a browser send a POST with a form or text/plain body (or none) to
+  // any site without asking first; only a JSON request needs a CORS preflight. So a call
+  // that changes something must say it is JSON, or other sites could submit, cancel or
+  // retry with a signed-in user's browser.
+  if (rc.method != "GET" && rc.method != "HEAD" && rc.method != "DELETE" &&
+      !IsJsonContentType(ToStd(req[http::field::content_type]))) {
+    return Finish(exchange, rc,
+                  MakeResponse(req, 415, kJson,
+                               ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                             absl::StrCat(rc.method, " ", rc.path,
+                                                          " needs Content-Type: application/json"))));
+  }
 
   std::unique_ptr<pb::Message> request(
       pb::MessageFactory::generated_factory()->GetPrototype(route.method->input_type())->New());
@@ -597,6 +609,13 @@ void Gateway::HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContex
                MakeResponse(req, 503, kJson,
                             ErrorBodyJson(grpc::StatusCode::UNAVAILABLE, why)));
       });
+}
+
+bool IsJsonContentType(absl::string_view value) {
+  absl::string_view type = absl::StripAsciiWhitespace(value.substr(0, value.find(';')));
+  std::string lower = absl::AsciiStrToLower(type);
+  return lower == "application/json" ||
+         (absl::StartsWith(lower, "application/") && absl::EndsWith(lower, "+json"));
 }
 
 std::string ContentSecurityPolicyFor(absl::string_view html) {

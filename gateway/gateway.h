@@ -118,4 +118,7 @@ absl::string_view WebIndexHtml();
 // framing.
 std::string ContentSecurityPolicyFor(absl::string_view html);
 
+// True for "application/json" and "application/<x>+json", parameters (charset) allowed.
+bool IsJsonContentType(absl::string_view value);
+
 }  // namespace aijobs::gateway

@@ -201,7 +201,7 @@ TEST_F(GatewayHardeningTest, TrailersNeverActAsHeaders) {
   // The same fields as headers do act (the trailer check above is not vacuous).
   RawReply h = Send(
       "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: from-header\r\n"
-      "Grpc-Timeout: 1n\r\nContent-Length: " +
+      "Content-Type: application/json\r\nGrpc-Timeout: 1n\r\nContent-Length: " +
       std::to_string(sizeof(kChatBody) - 1) + "\r\n\r\n" + kChatBody);
   EXPECT_THAT(h.bytes, StartsWith("HTTP/1.1 504")) << h.bytes;
   EXPECT_THAT(h.bytes, HasSubstr("from-header"));
@@ -298,7 +298,7 @@ TEST_F(GatewayHardeningTest, UnimplementedTransferCodingIs501) {
   // Plain chunked still works.
   RawReply ok = Send(
       "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-      "Transfer-Encoding: chunked\r\n\r\n" +
+      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
       chunked_body);
   EXPECT_THAT(ok.bytes, StartsWith("HTTP/1.1 202")) << ok.bytes;
 }
@@ -332,6 +332,34 @@ TEST_F(GatewayHardeningTest, BadlyEncodedPathAndQueryValuesAre400NamingTheParame
   HttpResult bad = HttpCall("GET", base_ + "/v1/jobs?type=%c3");
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_THAT(bad.body, HasSubstr("must be valid UTF-8"));
+  ExpectAlive();
+}
+
+// --- 8. Cross-site requests ---
+
+// Regression: any Content-Type was accepted, so a web page could make a signed-in user's
+// browser submit, cancel or retry with a "simple" POST that needs no CORS preflight.
+TEST_F(GatewayHardeningTest, CallsThatChangeSomethingMustBeJson) {
+  for (const std::string& type :
+       {std::string("text/plain"), std::string("application/x-www-form-urlencoded"),
+        std::string("multipart/form-data; boundary=x"), std::string("")}) {
+    HttpRequestSpec spec;
+    spec.method = "POST";
+    spec.url = base_ + "/v1/jobs";
+    spec.body = kChatBody;
+    spec.headers = {{"Content-Type", type}};
+    HttpResult r = HttpCall(spec);
+    EXPECT_EQ(r.status, 415) << type << ": " << r.body;
+    EXPECT_THAT(r.body, HasSubstr("needs Content-Type: application/json")) << type;
+  }
+  HttpResult listed = HttpCall("GET", base_ + "/v1/jobs");
+  EXPECT_THAT(listed.body, ::testing::Not(HasSubstr("\"id\""))) << "a refused submit created a job";
+  HttpRequestSpec json;
+  json.method = "POST";
+  json.url = base_ + "/v1/jobs";
+  json.body = kChatBody;
+  json.headers = {{"Content-Type", "Application/JSON; charset=utf-8"}};
+  EXPECT_EQ(HttpCall(json).status, 202);
   ExpectAlive();
 }
 
