@@ -335,6 +335,23 @@ class FaultSuite : public ::testing::Test {
     client_ = std::move(*p);
     load_started_ = absl::Now();
   }
+  // Starts the load and sleeps until the fault is due.
+  void StartLoadUntilFault() {
+    ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
+    SleepUntilFault();
+  }
+  // kill -9 of worker 0; a replacement starts 2 s later.
+  void KillAndReplaceWorker() {
+    workers_[0]->Kill();
+    absl::SleepFor(absl::Seconds(2));
+    ASSERT_NO_FATAL_FAILURE(StartWorker(0));
+  }
+  // PostgreSQL stopped (`how`: pg.sh crash = -m immediate, stop = -m fast), back 3 s later.
+  void BounceDatabase(const char* how) {
+    ASSERT_NO_FATAL_FAILURE(StopPg(how));
+    absl::SleepFor(absl::Seconds(3));
+    ASSERT_NO_FATAL_FAILURE(StartPg());
+  }
   void SleepUntilFault() {
     absl::Time at = load_started_ + FaultAt(load_);
     if (at > absl::Now()) absl::SleepFor(at - absl::Now());
@@ -455,11 +472,8 @@ class FaultSuite : public ::testing::Test {
 
 // 1. kill -9 of a worker under load; a replacement starts 2 s later.
 TEST_F(FaultSuite, WorkerKill) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
-  workers_[0]->Kill();
-  absl::SleepFor(absl::Seconds(2));
-  ASSERT_NO_FATAL_FAILURE(StartWorker(0));
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
+  ASSERT_NO_FATAL_FAILURE(KillAndReplaceWorker());
   Figures f = Check("1 worker kill -9", absl::Now());
   EXPECT_EQ(f.refused, 0);
 }
@@ -467,8 +481,7 @@ TEST_F(FaultSuite, WorkerKill) {
 // 2. kill -9 of one scheduler replica under load: workers and clients fail over to the
 // other one, which requeues what the dead one ran (reported abandoned, or by lease).
 TEST_F(FaultSuite, SchedulerKill) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
   schedulers_[0]->Kill();
   Figures f = Check("2 scheduler kill -9", absl::Now(), "replica 0 stays down");
   EXPECT_EQ(f.refused, 0);
@@ -476,29 +489,22 @@ TEST_F(FaultSuite, SchedulerKill) {
 
 // 3. PostgreSQL crash (immediate stop: no checkpoint) under load, 3 s down.
 TEST_F(FaultSuite, DatabaseCrash) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
-  ASSERT_NO_FATAL_FAILURE(StopPg("crash"));
-  absl::SleepFor(absl::Seconds(3));
-  ASSERT_NO_FATAL_FAILURE(StartPg());
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
+  ASSERT_NO_FATAL_FAILURE(BounceDatabase("crash"));
   Check("3 postgres crash (-m immediate), 3 s down", absl::Now());
 }
 
 // 3. PostgreSQL fast restart under load, 3 s down.
 TEST_F(FaultSuite, DatabaseRestart) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
-  ASSERT_NO_FATAL_FAILURE(StopPg("stop"));
-  absl::SleepFor(absl::Seconds(3));
-  ASSERT_NO_FATAL_FAILURE(StartPg());
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
+  ASSERT_NO_FATAL_FAILURE(BounceDatabase("stop"));
   Check("3 postgres restart (-m fast), 3 s down", absl::Now());
 }
 
 // 4. PostgreSQL failover: the primary (with a synchronous standby) is killed and the standby
 // promoted; the schedulers' multi-host conninfo (target_session_attrs=read-write) finds it.
 TEST_F(FaultSuite, DatabaseFailover) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
   ASSERT_NO_FATAL_FAILURE(StopPg("crash"));
   auto r = net_->RunIn("pg2", PgScript(), {"promote", StandbyDir()}, absl::Seconds(60));
   ASSERT_TRUE(r.ok()) << r.status();
@@ -509,8 +515,7 @@ TEST_F(FaultSuite, DatabaseFailover) {
 
 // 5. One worker partitioned from everyone (its switch port down) for 30 s, then healed.
 TEST_F(FaultSuite, WorkerPartition) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
   ASSERT_TRUE(net_->Cut(WorkerHost(0)).ok());
   absl::SleepFor(absl::Seconds(30));
   ASSERT_TRUE(net_->Heal(WorkerHost(0)).ok());
@@ -520,8 +525,7 @@ TEST_F(FaultSuite, WorkerPartition) {
 
 // 5. One scheduler partitioned from PostgreSQL only (a blackhole route) for 30 s.
 TEST_F(FaultSuite, SchedulerDatabasePartition) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
   ASSERT_TRUE(net_->Blackhole(SchedulerHost(0), kPgIp).ok());
   absl::SleepFor(absl::Seconds(30));
   ASSERT_TRUE(net_->Unblackhole(SchedulerHost(0), kPgIp).ok());
@@ -531,8 +535,7 @@ TEST_F(FaultSuite, SchedulerDatabasePartition) {
 // 6. Rolling restart of every scheduler and worker, one at a time (SIGTERM, drain, start),
 // under load: no failed job and no refused submit.
 TEST_F(FaultSuite, RollingRestart) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
   for (size_t i = 0; i < schedulers_.size(); ++i) {
     ASSERT_NO_FATAL_FAILURE(Stop(schedulers_[i], absl::Seconds(30)));
     ASSERT_NO_FATAL_FAILURE(StartScheduler(i));
@@ -548,21 +551,15 @@ TEST_F(FaultSuite, RollingRestart) {
 // 7. PgBouncer in transaction-pooling mode between the schedulers and PostgreSQL (poll-only
 // schedulers: no LISTEN through it), with scenario 1 and 3 through it.
 TEST_F(FaultSuite, PgBouncerWorkerKill) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
-  workers_[0]->Kill();
-  absl::SleepFor(absl::Seconds(2));
-  ASSERT_NO_FATAL_FAILURE(StartWorker(0));
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
+  ASSERT_NO_FATAL_FAILURE(KillAndReplaceWorker());
   Figures f = Check("7 pgbouncer (transaction pooling): worker kill -9", absl::Now());
   EXPECT_EQ(f.refused, 0);
 }
 
 TEST_F(FaultSuite, PgBouncerDatabaseCrash) {
-  ASSERT_NO_FATAL_FAILURE(StartClient(LoadFor()));
-  SleepUntilFault();
-  ASSERT_NO_FATAL_FAILURE(StopPg("crash"));
-  absl::SleepFor(absl::Seconds(3));
-  ASSERT_NO_FATAL_FAILURE(StartPg());
+  ASSERT_NO_FATAL_FAILURE(StartLoadUntilFault());
+  ASSERT_NO_FATAL_FAILURE(BounceDatabase("crash"));
   Check("7 pgbouncer (transaction pooling): postgres crash, 3 s down", absl::Now());
 }
 
