@@ -125,7 +125,24 @@ void Housekeeping::LeaseLoop() {
       spdlog::info("requeued {} jobs whose lease expired", requeued->size());
       dispatcher_->Wake();
     }
+    ExpireQueued();
   }
+}
+
+void Housekeeping::ExpireQueued() {
+  constexpr int kBatch = 500;
+  int total = 0;
+  while (!stop_.HasBeenNotified()) {
+    auto expired = store_->ExpireQueuedJobs(kBatch);
+    if (!expired.ok()) {
+      spdlog::warn("expiring queued jobs failed: {}", expired.status().ToString());
+      break;
+    }
+    for (const v1::Job& job : *expired) hub_->Publish(TransitionEvent(job));
+    total += static_cast<int>(expired->size());
+    if (static_cast<int>(expired->size()) < kBatch) break;
+  }
+  if (total > 0) spdlog::info("{} queued jobs expired: no worker took them in time", total);
 }
 
 void Housekeeping::RetentionLoop() {

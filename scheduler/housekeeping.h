@@ -2,7 +2,8 @@
 //  - DeltaFlusher: writes buffered output deltas to job_events every flush interval.
 //  - LeaseKeeper: extends the leases of attempts on connected workers, drops workers that
 //    went silent, times out attempts a worker did not end by their deadline (plus a
-//    grace period), and requeues attempts whose lease expired (a dead replica's).
+//    grace period), requeues attempts whose lease expired (a dead replica's), and fails
+//    queued jobs no worker took within their queue timeout (EXPIRED).
 //  - RetentionSweeper: deletes finished jobs older than the retention period, and expired
 //    response-cache entries, in batches.
 //  - Notifier: sends one NOTIFY aijobs_jobs per burst of inserts, never one per job.
@@ -60,6 +61,8 @@ class Housekeeping {
   void FlushLoop();
   void LeaseLoop();
   void TimeOutOverdue(const std::shared_ptr<WorkerSession>& session);
+  // Fails the queued jobs past their queue timeout (EXPIRED), in batches.
+  void ExpireQueued();
   void RetentionLoop();
   void ListenLoop();
   void CancelLocalAttempt(const std::string& job_id);

@@ -424,6 +424,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   nj.max_attempts = request->max_attempts() > 0 ? request->max_attempts() : 3;
   if (!request->idempotency_key().empty()) nj.idempotency_key = request->idempotency_key();
   nj.timeout_ms = absl::ToInt64Milliseconds(FromProtoDuration(request->timeout()));
+  absl::Duration queue_timeout = FromProtoDuration(request->queue_timeout());
+  if (queue_timeout == absl::ZeroDuration()) queue_timeout = deps_.default_queue_timeout;
+  nj.queue_timeout_ms = absl::ToInt64Milliseconds(queue_timeout);
   // The job's own policy wins; otherwise a worker's advert for its (type, model) may apply.
   absl::Duration cache_ttl = FromProtoDuration(request->cache().ttl());
   if (cache_ttl <= absl::ZeroDuration() && deps_.cache_adverts != nullptr) {

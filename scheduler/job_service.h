@@ -47,6 +47,8 @@ struct JobServiceDeps {
   // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
   CacheAdvertRegistry* cache_adverts = nullptr;
   SubmitLimits limits;
+  // Applies to a submit that sets no queue_timeout; zero: such jobs never expire.
+  absl::Duration default_queue_timeout = absl::Hours(24);
   // How often a watcher with no local events re-reads job_events (events written by other
   // replicas).
   absl::Duration watch_poll_interval = absl::Seconds(1);

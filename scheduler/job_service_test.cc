@@ -154,7 +154,7 @@ v1::SubmitJobRequest SummarizeRequest() {
 // KnownJobTypes fails as it does while the database is down.
 class TypesDownStore : public FakeJobStore {
  public:
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration) override {
     return absl::UnavailableError("connection to the database refused");
   }
 };
@@ -208,7 +208,7 @@ TEST(JobServiceTest, DatabaseErrorsAreAnsweredForPeopleAndLoggedInFull) {
 // KnownJobTypes blocks until released (a pool that cannot connect).
 class TypesBlockedStore : public FakeJobStore {
  public:
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration) override {
     release_.Wait();
     return std::vector<std::string>{"summarize"};
   }

@@ -43,6 +43,8 @@ struct NewJob {
   int32_t max_attempts = 3;
   std::optional<std::string> idempotency_key;
   int64_t timeout_ms = 0;
+  // How long it may wait runnable in the queue before it ends FAILED EXPIRED; 0: never.
+  int64_t queue_timeout_ms = 0;
   // Response cache: set (CacheKey of tenant, type and input) when the job opted in; its
   // successful result is then kept for cache_ttl.
   std::string cache_key;
@@ -143,6 +145,10 @@ class JobStore {
   // Requeues (or fails, when attempts are used up) every RUNNING job whose lease expired.
   virtual absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) = 0;
 
+  // Ends FAILED (error EXPIRED) up to `limit` QUEUED jobs that have been runnable for longer
+  // than their queue timeout: no worker took them. Returns the jobs that changed.
+  virtual absl::StatusOr<std::vector<v1::Job>> ExpireQueuedJobs(int limit) = 0;
+
   // Requeues (or fails, when attempts are used up) the listed (job id, attempt) pairs that
   // are still RUNNING with that attempt, recording `error`: a worker gave them up (its
   // stream broke) and reported it on a new stream, possibly to another replica. Pairs that
@@ -196,9 +202,11 @@ class JobStore {
   // Deletes up to `limit` expired cache entries; returns how many.
   virtual absl::StatusOr<int> DeleteExpiredCacheEntries(int limit) = 0;
 
-  // Records job types offered by workers, and reads the known set.
+  // Records job types offered by connected workers (now is their last sighting), reads the
+  // types seen within a period, and forgets those unseen for longer than one.
   virtual absl::Status RegisterJobTypes(const std::vector<std::string>& types) = 0;
-  virtual absl::StatusOr<std::vector<std::string>> KnownJobTypes() = 0;
+  virtual absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration seen_within) = 0;
+  virtual absl::StatusOr<int> ForgetJobTypes(absl::Duration unseen_for) = 0;
 
   // Wakes other replicas' dispatchers (one NOTIFY).
   virtual absl::Status NotifyNewJobs() = 0;

@@ -9,8 +9,7 @@ namespace aijobs::scheduler {
 
 JobTypeRegistry::JobTypeRegistry(JobStore* store, JobTypeRegistryOptions options)
     : store_(store), options_(std::move(options)) {
-  known_.insert("chat");
-  known_.insert("embed");
+  known_ = {"chat", "embed"};
   if (options_.refresh_in_background) thread_ = std::thread([this] { Loop(); });
 }
 
@@ -54,14 +53,52 @@ void JobTypeRegistry::Register(const std::vector<std::string>& types) {
   if (!s.ok()) spdlog::warn("recording job types failed: {}", s.ToString());
 }
 
+void JobTypeRegistry::Serve(const std::vector<std::string>& types) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& t : types) {
+    ++served_[t];
+    known_.insert(t);
+  }
+}
+
+void JobTypeRegistry::Unserve(const std::vector<std::string>& types) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& t : types) {
+    auto it = served_.find(t);
+    if (it != served_.end() && --it->second <= 0) served_.erase(it);
+  }
+}
+
 absl::Status JobTypeRegistry::Refresh() {
-  auto types = store_->KnownJobTypes();
+  std::vector<std::string> served;
+  bool upkeep;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [t, n] : served_) served.push_back(t);
+    upkeep = options_.clock() - last_upkeep_ >= options_.upkeep_interval;
+  }
+  if (upkeep) {
+    absl::Status seen = store_->RegisterJobTypes(served);
+    auto forgotten = store_->ForgetJobTypes(options_.type_ttl);
+    if (forgotten.ok() && *forgotten > 0) {
+      spdlog::info("forgot {} job types no worker served for {}", *forgotten,
+                   absl::FormatDuration(options_.type_ttl));
+    }
+    if (seen.ok() && forgotten.ok()) {
+      absl::MutexLock lock(&mu_);
+      last_upkeep_ = options_.clock();
+    }
+  }
+  auto types = store_->KnownJobTypes(options_.type_ttl);
   absl::MutexLock lock(&mu_);
   if (!types.ok()) {
     last_error_ = types.status();
     return types.status();
   }
+  // Replaced, not merged: a type unseen for the ttl leaves the list.
+  known_ = {"chat", "embed"};
   for (auto& t : *types) known_.insert(std::move(t));
+  for (const auto& [t, n] : served_) known_.insert(t);
   last_success_ = options_.clock();
   last_error_ = absl::OkStatus();
   return absl::OkStatus();

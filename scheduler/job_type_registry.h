@@ -1,7 +1,10 @@
 // JobTypeRegistry: which job types may be submitted — the built-ins plus every type a
-// worker has offered (recorded in the database, so any replica knows it). The database list
-// is refreshed on a background thread (periodically, and soon after an unknown type is
-// asked about), so IsKnown never waits for the database and is safe on gRPC's threads.
+// worker served within the type ttl (recorded in the database with when it was last seen,
+// so any replica knows it). The database list is refreshed on a background thread
+// (periodically, and soon after an unknown type is asked about), so IsKnown never waits for
+// the database and is safe on gRPC's threads. The types this replica's connected workers
+// serve are marked seen every upkeep interval; types unseen for the ttl are forgotten (then
+// refused at submit, so a queue nobody serves stops growing).
 //
 //   absl::Status s = registry.IsKnown("summarize");
 //   if (!s.ok()) return s;  // INVALID_ARGUMENT: no such type; UNAVAILABLE: retry later
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -33,6 +37,10 @@ struct JobTypeRegistryOptions {
   absl::Duration max_staleness = absl::Seconds(30);
   // Off in tests that drive Refresh themselves.
   bool refresh_in_background = true;
+  // A type no worker has served for this long is no longer known.
+  absl::Duration type_ttl = absl::Hours(24);
+  // How often the served types are marked seen and the unseen ones forgotten.
+  absl::Duration upkeep_interval = absl::Minutes(1);
   // Judges staleness (tests inject one).
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -54,6 +62,10 @@ class JobTypeRegistry {
   // Records types offered by a worker: known here at once, then written to the database
   // (blocking: call from an executor).
   void Register(const std::vector<std::string>& types);
+  // A worker serving `types` connected to this replica / went away (memory only, never
+  // blocks). Types served by a connected worker stay known and are marked seen.
+  void Serve(const std::vector<std::string>& types);
+  void Unserve(const std::vector<std::string>& types);
   // Reads the database list now and merges it in (blocking). The background thread calls
   // it; returns the read's status.
   absl::Status Refresh();
@@ -65,6 +77,10 @@ class JobTypeRegistry {
   const JobTypeRegistryOptions options_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
+  // Type -> connected workers of this replica serving it.
+  absl::flat_hash_map<std::string, int> served_ ABSL_GUARDED_BY(mu_);
+  // When (options_.clock) served types were last marked seen; InfinitePast before.
+  absl::Time last_upkeep_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // When (options_.clock) the last successful read ended; InfinitePast before the first.
   absl::Time last_success_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);  // of the last read; OK when it succeeded

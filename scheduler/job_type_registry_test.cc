@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <vector>
@@ -20,15 +21,36 @@ namespace {
 // KnownJobTypes answers what the test sets (or blocks until released); counts the reads.
 class TypesStore : public FakeJobStore {
  public:
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration) override {
     reads_.fetch_add(1);
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](TypesStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return !s->blocked_; }, this));
     return answer_;
   }
-  absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
-    return absl::UnavailableError("connection to the database refused");
+  absl::Status RegisterJobTypes(const std::vector<std::string>& types) override {
+    absl::MutexLock lock(&mu_);
+    if (!writes_ok_) return absl::UnavailableError("connection to the database refused");
+    registered_.push_back(types);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int> ForgetJobTypes(absl::Duration unseen_for) override {
+    absl::MutexLock lock(&mu_);
+    if (!writes_ok_) return absl::UnavailableError("connection to the database refused");
+    forgotten_for_.push_back(unseen_for);
+    return 0;
+  }
+  void AcceptWrites() {
+    absl::MutexLock lock(&mu_);
+    writes_ok_ = true;
+  }
+  std::vector<std::vector<std::string>> Registered() {
+    absl::MutexLock lock(&mu_);
+    return registered_;
+  }
+  std::vector<absl::Duration> ForgottenFor() {
+    absl::MutexLock lock(&mu_);
+    return forgotten_for_;
   }
   void Answer(absl::StatusOr<std::vector<std::string>> a) {
     absl::MutexLock lock(&mu_);
@@ -44,6 +66,9 @@ class TypesStore : public FakeJobStore {
  private:
   absl::Mutex mu_;
   bool blocked_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_ok_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::vector<std::string>> registered_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Duration> forgotten_for_ ABSL_GUARDED_BY(mu_);
   absl::StatusOr<std::vector<std::string>> answer_ ABSL_GUARDED_BY(mu_) =
       std::vector<std::string>{};
 };
@@ -136,6 +161,61 @@ TEST(JobTypeRegistryTest, LocallyRegisteredTypesAreKnownAtOnce) {
   JobTypeRegistry types(&store, Manual(clock));
   types.Register({"summarize"});
   EXPECT_TRUE(types.IsKnown("summarize").ok());
+}
+
+// Issue 10, item 6: a type registered once stayed valid forever. Now the list is replaced
+// on each read (the store answers only types seen within the ttl), and types this replica's
+// connected workers serve stay known until they go away.
+TEST(JobTypeRegistryTest, TypesLeaveTheListWhenNoWorkerServesThemAnyMore) {
+  TypesStore store;
+  store.Answer(std::vector<std::string>{"summarize", "translate"});
+  FakeClock clock;
+  JobTypeRegistry types(&store, Manual(clock));
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_TRUE(types.IsKnown("translate").ok());
+  types.Serve({"local"});
+  EXPECT_TRUE(types.IsKnown("local").ok());
+
+  store.Answer(std::vector<std::string>{"summarize"});  // translate unseen for the ttl
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_EQ(types.IsKnown("translate").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(types.IsKnown("summarize").ok());
+  EXPECT_TRUE(types.IsKnown("local").ok()) << "a connected worker serves it";
+  EXPECT_TRUE(types.IsKnown("chat").ok());
+
+  types.Serve({"local"});  // a second worker
+  types.Unserve({"local"});
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_TRUE(types.IsKnown("local").ok()) << "one worker still serves it";
+  types.Unserve({"local"});
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_EQ(types.IsKnown("local").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobTypeRegistryTest, ServedTypesAreMarkedSeenAndStaleOnesForgottenEachUpkeep) {
+  TypesStore store;
+  store.AcceptWrites();
+  FakeClock clock;
+  JobTypeRegistryOptions o = Manual(clock);
+  o.type_ttl = absl::Hours(3);
+  o.upkeep_interval = absl::Minutes(1);
+  JobTypeRegistry types(&store, o);
+  types.Serve({"summarize", "translate"});
+  ASSERT_TRUE(types.Refresh().ok());
+  ASSERT_EQ(store.Registered().size(), 1u);
+  std::vector<std::string> seen = store.Registered()[0];
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<std::string>{"summarize", "translate"}));
+  EXPECT_EQ(store.ForgottenFor(), std::vector<absl::Duration>{absl::Hours(3)});
+
+  clock.Advance(absl::Seconds(30));
+  ASSERT_TRUE(types.Refresh().ok());
+  EXPECT_EQ(store.Registered().size(), 1u) << "not due yet";
+  types.Unserve({"translate"});
+  clock.Advance(absl::Seconds(31));
+  ASSERT_TRUE(types.Refresh().ok());
+  ASSERT_EQ(store.Registered().size(), 2u);
+  EXPECT_EQ(store.Registered()[1], std::vector<std::string>{"summarize"});
 }
 
 TEST(JobTypeRegistryTest, IsKnownDoesNotBlockWhileTheReadHangs) {

@@ -31,6 +31,12 @@ ABSL_FLAG(int64_t, retry_base_ms, 1000, "first retry backoff (doubles per attemp
 ABSL_FLAG(int64_t, retry_max_ms, 60000, "largest retry backoff");
 ABSL_FLAG(int64_t, default_timeout_ms, 600000, "per-attempt timeout when a job sets none");
 ABSL_FLAG(int64_t, retention_hours, 168, "finished jobs are deleted after this many hours");
+ABSL_FLAG(int64_t, default_queue_timeout_s, 86400,
+          "a queued job no worker took within this many seconds (unless it sets its own "
+          "queue_timeout) ends FAILED with EXPIRED; 0 = never");
+ABSL_FLAG(int64_t, job_type_ttl_s, 86400,
+          "a job type no connected worker served for this many seconds is forgotten, and "
+          "submits of it are refused");
 ABSL_FLAG(int64_t, event_flush_ms, 100, "how often streamed output is written to job_events");
 ABSL_FLAG(int64_t, watch_poll_ms, 500,
           "how often idle WatchJob streams check for events written by other replicas");
@@ -65,6 +71,8 @@ int main(int argc, char** argv) {
   o.retry_max = absl::Milliseconds(absl::GetFlag(FLAGS_retry_max_ms));
   o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
   o.retention = absl::Hours(absl::GetFlag(FLAGS_retention_hours));
+  o.default_queue_timeout = absl::Seconds(absl::GetFlag(FLAGS_default_queue_timeout_s));
+  o.job_type_ttl = absl::Seconds(absl::GetFlag(FLAGS_job_type_ttl_s));
   o.event_flush_interval = absl::Milliseconds(absl::GetFlag(FLAGS_event_flush_ms));
   o.watch_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_watch_poll_ms));
 

@@ -95,6 +95,17 @@ CREATE TABLE response_cache (
 );
 CREATE INDEX response_cache_expiry ON response_cache (expires_at);
 )sql"},
+      // Queue clogging: a claim walks only the queue of the types its worker serves (jobs of
+      // a type nobody serves, however high their priority, are never read), and a queued job
+      // expires queue_timeout_ms after it became runnable (0: never).
+      {3, R"sql(
+ALTER TABLE jobs ADD COLUMN queue_timeout_ms bigint NOT NULL DEFAULT 0;
+DROP INDEX jobs_queue;
+CREATE INDEX jobs_queue ON jobs (type, priority DESC, run_after) WHERE state = 1;
+CREATE INDEX jobs_queue_expiry ON jobs ((aijobs_us(run_after) + queue_timeout_ms * 1000))
+  WHERE state = 1 AND queue_timeout_ms > 0;
+CREATE INDEX worker_types_last_seen ON worker_types (last_seen);
+)sql"},
   };
   return *migrations;
 }

@@ -23,11 +23,13 @@ using pg::Result;
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
   "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, " \
   "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "         \
-  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq, cached"
+  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq, "   \
+  "cached, queue_timeout_ms"
 #define JOB_NAMES                                                                      \
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
   "idempotency_key, timeout_ms, result, error, run_after_us, created_us, updated_us, " \
-  "started_us, finished_us, last_seq, cached"
+  "started_us, finished_us, last_seq, cached, queue_timeout_ms"
+constexpr int kJobColumnCount = 21;  // RowToJob reads columns 0-20
 
 // Writes the event of a transition for every row of the CTE `upd`: a final_job event for
 // terminal states, a state change otherwise.
@@ -62,6 +64,9 @@ v1::Job RowToJob(const Result& r, int row) {
   if (!r.IsNull(row, 17)) *job.mutable_finished_at() = MicrosToTimestamp(r.GetInt(row, 17));
   job.set_last_seq(r.GetInt(row, 18));
   job.set_cached(r.GetBool(row, 19));
+  if (int64_t queue_ms = r.GetInt(row, 20); queue_ms > 0) {
+    *job.mutable_queue_timeout() = ToProtoDuration(absl::Milliseconds(queue_ms));
+  }
   return job;
 }
 
@@ -129,21 +134,23 @@ int64_t CacheTtlMillis(absl::Duration ttl) {
 absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vector<NewJob>& jobs) {
   static constexpr char kSql[] =
       "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
-      "$5::bytea[], $6::int[], $7::int[], $8::text[], $9::int8[], $10::bytea[], $11::int8[]) "
-      "AS t(i_id, i_tenant, i_owner, i_type, i_spec, i_priority, i_max_attempts, i_key, "
-      "i_timeout, i_cache_key, i_cache_ttl)), "
+      "$5::bytea[], $6::int[], $7::int[], $8::text[], $9::int8[], $10::bytea[], $11::int8[], "
+      "$12::int8[]) AS t(i_id, i_tenant, i_owner, i_type, i_spec, i_priority, i_max_attempts, "
+      "i_key, i_timeout, i_cache_key, i_cache_ttl, i_queue_timeout)), "
       "ins AS (INSERT INTO jobs (id, tenant_id, owner, type, spec, state, priority, attempt, "
       "max_attempts, attempt_budget, idempotency_key, timeout_ms, last_seq, cache_key, "
-      "cache_ttl_ms) "
+      "cache_ttl_ms, queue_timeout_ms) "
       "SELECT i_id, i_tenant, i_owner, i_type, i_spec, 1, i_priority, 0, i_max_attempts, "
-      "i_max_attempts, i_key, i_timeout, 1, i_cache_key, i_cache_ttl FROM input "
+      "i_max_attempts, i_key, i_timeout, 1, i_cache_key, i_cache_ttl, i_queue_timeout "
+      "FROM input "
       "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
       "RETURNING id, created_at) "
       // The QUEUED event (seq 1) is not stored: ReadEvents derives it from the job row,
       // which saves a row and an index entry on every submit.
       "SELECT id, aijobs_us(created_at) FROM ins";
   // bytea arrays go in binary form: raw bytes, half the size of hex text.
-  ArrayBuilder ids, tenants, owners, types, priorities, max_attempts, keys, timeouts, cache_ttls;
+  ArrayBuilder ids, tenants, owners, types, priorities, max_attempts, keys, timeouts, cache_ttls,
+      queue_timeouts;
   pg::ByteaArrayBuilder specs, cache_keys;
   std::vector<std::string> spec_bytes(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -162,6 +169,7 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       keys.AddNull();
     }
     timeouts.Add(j.timeout_ms);
+    queue_timeouts.Add(j.queue_timeout_ms);
     if (j.cache_key.empty()) {
       cache_keys.AddNull();
       cache_ttls.Add(int64_t{0});
@@ -174,7 +182,7 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
   p.Add(ids.Finish()).Add(tenants.Finish()).Add(owners.Finish()).Add(types.Finish());
   p.AddBinary(specs.Finish()).Add(priorities.Finish()).Add(max_attempts.Finish());
   p.Add(keys.Finish()).Add(timeouts.Finish()).AddBinary(cache_keys.Finish());
-  p.Add(cache_ttls.Finish());
+  p.Add(cache_ttls.Finish()).Add(queue_timeouts.Finish());
 
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
@@ -204,6 +212,9 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
     if (j.idempotency_key) job.set_idempotency_key(*j.idempotency_key);
     if (j.timeout_ms > 0)
       *job.mutable_timeout() = ToProtoDuration(absl::Milliseconds(j.timeout_ms));
+    if (j.queue_timeout_ms > 0) {
+      *job.mutable_queue_timeout() = ToProtoDuration(absl::Milliseconds(j.queue_timeout_ms));
+    }
     *job.mutable_created_at() = MicrosToTimestamp(it->second);
     *job.mutable_updated_at() = job.created_at();
     *job.mutable_run_after() = job.created_at();
@@ -298,20 +309,31 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   return page;
 }
 
+// The queue of each type is walked on its own (jobs_queue starts with the type), then the
+// best `limit` of them are taken: queued jobs of types this worker does not serve are never
+// read, however many there are and whatever their priority. Rows locked for a type but not
+// taken are released when the statement commits.
+const char PgJobStore::kClaimJobsSql[] =
+    "WITH c AS (SELECT q.id AS c_id FROM unnest($1::text[]) AS t(t_type) CROSS JOIN LATERAL "
+    "(SELECT id, priority, run_after FROM jobs WHERE state = 1 AND type = t.t_type AND "
+    "run_after <= now() ORDER BY priority DESC, run_after LIMIT $2 FOR UPDATE SKIP LOCKED) q "
+    "ORDER BY q.priority DESC, q.run_after LIMIT $2), "
+    "upd AS (UPDATE jobs SET state = 2, attempt = attempt + 1, error = NULL, lease_owner = $3, "
+    "lease_expires_at = now() + $4::int8 * interval '1 millisecond', started_at = now(), "
+    "updated_at = now(), last_seq = last_seq + 1 FROM c WHERE id = c_id RETURNING " JOB_COLUMNS
+    "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd ORDER BY priority DESC, run_after_us";
+
 absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(const std::vector<std::string>& types,
                                                               int limit,
                                                               const std::string& lease_owner,
                                                               absl::Duration lease,
                                                               absl::Duration default_timeout) {
-  static constexpr char kSql[] =
-      "WITH c AS (SELECT id AS c_id FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
-      "AND run_after <= now() ORDER BY priority DESC, run_after LIMIT $2 FOR UPDATE SKIP LOCKED), "
-      "upd AS (UPDATE jobs SET state = 2, attempt = attempt + 1, error = NULL, lease_owner = $3, "
-      "lease_expires_at = now() + $4::int8 * interval '1 millisecond', started_at = now(), "
-      "updated_at = now(), last_seq = last_seq + 1 FROM c WHERE id = c_id RETURNING " JOB_COLUMNS
-      "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd ORDER BY priority DESC, run_after_us";
+  // Each type once: a repeated one would walk its queue twice (our own locks do not skip).
+  std::vector<std::string> distinct = types;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
   ArrayBuilder type_array;
-  for (const auto& t : types) type_array.Add(t);
+  for (const auto& t : distinct) type_array.Add(t);
   Params p;
   p.Add(type_array.Finish()).Add(int64_t{limit}).Add(lease_owner).Add(MicrosLiteral(lease));
   // Durable: the attempt number is the fencing token, and a claim dispatched before its commit
@@ -322,7 +344,7 @@ absl::StatusOr<std::vector<ClaimedJob>> PgJobStore::ClaimJobs(const std::vector<
   // Planned on every call (not prepared): a queue table swings from empty to huge, and a
   // generic plan made while it was small (a sequential scan) would stick and burn the
   // database's CPU once it is large. Planning costs far less than the claim itself.
-  auto r = (*conn)->ExecParams(kSql, p);
+  auto r = (*conn)->ExecParams(kClaimJobsSql, p);
   if (!r.ok()) return r.status();
   std::vector<ClaimedJob> out;
   out.reserve(r->rows());
@@ -465,6 +487,31 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit)
   error.set_code("LEASE_EXPIRED");
   error.set_message("the scheduler replica holding this attempt stopped renewing its lease");
   error.set_retryable(true);
+  Params p;
+  p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecParams(kSql, p);  // planned per call, as ClaimJobs
+  if (!r.ok()) return r.status();
+  return RowsToJobs(*r);
+}
+
+absl::StatusOr<std::vector<v1::Job>> PgJobStore::ExpireQueuedJobs(int limit) {
+  // Found through jobs_queue_expiry: only jobs past their expiry are read.
+  static constexpr char kSql[] =
+      "WITH x AS (SELECT id AS x_id FROM jobs WHERE state = 1 AND queue_timeout_ms > 0 AND "
+      "aijobs_us(run_after) + queue_timeout_ms * 1000 < aijobs_us(now()) LIMIT $1 "
+      "FOR UPDATE SKIP LOCKED), "
+      "upd AS (UPDATE jobs SET state = 4, error = $2::bytea, finished_at = now(), "
+      "updated_at = now(), last_seq = " NEXT_SEQ_FROM_EVENTS("0") " FROM x WHERE id = x_id "
+      "AND state = 1 RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
+      "SELECT " JOB_NAMES " FROM upd";
+  v1::JobError error;
+  error.set_code("EXPIRED");
+  error.set_message(
+      "no worker took the job within its queue_timeout; submit it again, or retry it, once a "
+      "worker serves its type");
+  error.set_retryable(false);
   Params p;
   p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
   auto conn = pool_->Acquire();
@@ -704,7 +751,7 @@ absl::StatusOr<std::optional<SubmitOutcome>> PgJobStore::InsertFromCache(const N
   if (!conn.ok()) return conn.status();
   auto r = (*conn)->ExecPrepared("insert_from_cache", kSql, p);
   if (!r.ok()) return r.status();
-  constexpr int kHitColumn = 20;
+  constexpr int kHitColumn = kJobColumnCount;  // right after the job's columns
   if (r->rows() != 1 || r->GetInt(0, kHitColumn) == 0) return std::optional<SubmitOutcome>();
   SubmitOutcome out;
   if (!r->IsNull(0, 0)) {
@@ -779,14 +826,33 @@ absl::Status PgJobStore::RegisterJobTypes(const std::vector<std::string>& types)
       .status();
 }
 
-absl::StatusOr<std::vector<std::string>> PgJobStore::KnownJobTypes() {
+absl::StatusOr<std::vector<std::string>> PgJobStore::KnownJobTypes(absl::Duration seen_within) {
+  Params p;
+  p.Add(MicrosLiteral(seen_within));
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecPrepared("known_types", "SELECT type FROM worker_types", Params());
+  auto r = (*conn)->ExecPrepared(
+      "known_types",
+      "SELECT type FROM worker_types WHERE last_seen > now() - $1::int8 * interval '1 millisecond'",
+      p);
   if (!r.ok()) return r.status();
   std::vector<std::string> out;
   for (int i = 0; i < r->rows(); ++i) out.push_back(r->GetString(i, 0));
   return out;
+}
+
+absl::StatusOr<int> PgJobStore::ForgetJobTypes(absl::Duration unseen_for) {
+  Params p;
+  p.Add(MicrosLiteral(unseen_for));
+  auto conn = relaxed_pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecPrepared(
+      "forget_types",
+      "WITH d AS (DELETE FROM worker_types WHERE last_seen < now() - $1::int8 * "
+      "interval '1 millisecond' RETURNING 1) SELECT count(*) FROM d",
+      p);
+  if (!r.ok()) return r.status();
+  return static_cast<int>(r->GetInt(0, 0));
 }
 
 absl::Status PgJobStore::NotifyNewJobs() {

@@ -34,6 +34,7 @@ class PgJobStore : public JobStore {
   absl::StatusOr<std::vector<v1::Job>> FinishAttempts(
       const std::vector<AttemptOutcome>& outcomes) override;
   absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int limit) override;
+  absl::StatusOr<std::vector<v1::Job>> ExpireQueuedJobs(int limit) override;
   absl::StatusOr<std::vector<v1::Job>> ReleaseAttempts(
       const std::vector<std::pair<std::string, int32_t>>& attempts,
       const v1::JobError& error) override;
@@ -52,9 +53,14 @@ class PgJobStore : public JobStore {
                                              absl::Duration ttl) override;
   absl::StatusOr<int> DeleteExpiredCacheEntries(int limit) override;
   absl::Status RegisterJobTypes(const std::vector<std::string>& types) override;
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override;
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration seen_within) override;
+  absl::StatusOr<int> ForgetJobTypes(absl::Duration unseen_for) override;
   absl::Status NotifyNewJobs() override;
   absl::Status NotifyCancelled(const std::string& job_id) override;
+
+  // The claim statement ($1 text[] distinct types, $2 limit, $3 lease owner, $4 lease ms),
+  // public so a test can EXPLAIN what it reads.
+  static const char kClaimJobsSql[];
 
  private:
   pg::Pool* pool_;

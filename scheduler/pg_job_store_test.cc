@@ -396,6 +396,111 @@ TEST_F(PgJobStoreTest, ClaimOrdersByPriorityThenAgeAndRespectsTypeAndLimit) {
   EXPECT_THAT(*none, IsEmpty());
 }
 
+// Regression (issue 10, item 6): the queue index led with priority, so 20,000 jobs of a type
+// no worker served, at priority INT32_MAX, sat at its head and every claim read past all of
+// them ("Rows Removed by Filter: 20001", 7 ms). A claim now walks only its types' queues.
+TEST_F(PgJobStoreTest, ClaimReadsNoQueuedJobsOfTypesItDoesNotServe) {
+  std::vector<NewJob> clog;
+  for (int i = 0; i < 2000; ++i) clog.push_back(MakeJob("nobody-serves-this", 1000));
+  ASSERT_TRUE(store_->InsertJobs(clog).ok());
+  v1::Job chat = Submit(MakeJob("chat", 0));
+  v1::Job embed = Submit(MakeJob("embed", 7));
+  ASSERT_TRUE(admin_->Exec("ANALYZE jobs").ok());
+
+  auto plan = admin_->Exec(absl::StrCat(
+      "PREPARE claim(text[], int8, text, int8) AS ", PgJobStore::kClaimJobsSql, ";",
+      "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim('{chat,embed}', 10, 's', 30000)"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::string text;
+  int64_t removed = 0;
+  for (int i = 0; i < plan->rows(); ++i) {
+    std::string line = plan->GetString(i, 0);
+    absl::StrAppend(&text, line, "\n");
+    if (auto at = line.find("Rows Removed by Filter: "); at != std::string::npos) {
+      removed += std::stoll(line.substr(at + 24));
+    }
+  }
+  EXPECT_LE(removed, 2) << text;
+  EXPECT_THAT(text, ::testing::HasSubstr("jobs_queue")) << text;
+  // Both were claimed, the higher priority first, and nothing of the clog.
+  auto claimed = store_->ClaimJobs({"chat"}, 10, "s", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_THAT(*claimed, IsEmpty());
+  EXPECT_EQ(Get(chat.id()).state(), v1::RUNNING);
+  EXPECT_EQ(Get(embed.id()).state(), v1::RUNNING);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM jobs WHERE state = 1"), 2000);
+}
+
+TEST_F(PgJobStoreTest, ClaimTakesTheBestJobsAcrossTypesAndEachTypeOnce) {
+  v1::Job chat_low = Submit(MakeJob("chat", -5));
+  v1::Job embed_high = Submit(MakeJob("embed", 9));
+  v1::Job chat_mid = Submit(MakeJob("chat", 3));
+  v1::Job embed_low = Submit(MakeJob("embed", -9));
+  auto claimed =
+      store_->ClaimJobs({"chat", "embed", "chat"}, 3, "session-1", kLease, kDefaultTimeout);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_THAT(Ids(*claimed), ElementsAre(embed_high.id(), chat_mid.id(), chat_low.id()));
+  EXPECT_EQ(Get(embed_low.id()).state(), v1::QUEUED);
+}
+
+// Issue 10, item 6: a queued job nobody takes ends FAILED EXPIRED once it has been runnable
+// for its queue timeout; a job without one, or waiting out a retry delay, stays queued.
+TEST_F(PgJobStoreTest, QueuedJobPastItsQueueTimeoutExpires) {
+  NewJob short_wait = MakeJob("nobody-serves-this");
+  short_wait.queue_timeout_ms = 1;
+  v1::Job expiring = Submit(short_wait);
+  EXPECT_EQ(expiring.queue_timeout().nanos(), 1000000);
+  v1::Job forever = Submit(MakeJob("nobody-serves-this"));
+  NewJob retried = MakeJob("chat");
+  retried.queue_timeout_ms = 1;
+  v1::Job backing_off = Submit(retried);
+  ClaimedJob c = ClaimOne("chat");
+  Finish(c.job.id(), 1, Kind::kRetryableFailure, absl::Hours(1));
+
+  std::vector<v1::Job> expired;
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (expired.empty() && absl::Now() < deadline) {
+    auto r = store_->ExpireQueuedJobs(100);
+    ASSERT_TRUE(r.ok()) << r.status();
+    expired = *r;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].id(), expiring.id());
+  EXPECT_EQ(expired[0].state(), v1::FAILED);
+  EXPECT_EQ(expired[0].error().code(), "EXPIRED");
+  EXPECT_FALSE(expired[0].error().retryable());
+  EXPECT_TRUE(expired[0].has_finished_at());
+  EXPECT_THAT(DescribeAll(Events(expiring.id())),
+              ElementsAre("1 state QUEUED a0", "2 final FAILED a0"));
+  EXPECT_EQ(Get(forever.id()).state(), v1::QUEUED);
+  EXPECT_EQ(Get(backing_off.id()).state(), v1::QUEUED);
+  auto again = store_->ExpireQueuedJobs(100);
+  ASSERT_TRUE(again.ok());
+  EXPECT_THAT(*again, IsEmpty());
+  // A redrive queues it again (its wait starts over).
+  auto redriven = store_->RetryJob(Caller{}, expiring.id());
+  ASSERT_TRUE(redriven.ok()) << redriven.status();
+  EXPECT_EQ(redriven->state(), v1::QUEUED);
+}
+
+// Issue 10, item 6: a job type stays known while a worker is seen serving it, and is
+// forgotten once nobody served it for the ttl.
+TEST_F(PgJobStoreTest, JobTypesUnseenForTheirTtlAreNotKnownAndAreForgotten) {
+  ASSERT_TRUE(store_->RegisterJobTypes({"old", "kept"}).ok());
+  ASSERT_TRUE(
+      admin_->Exec("UPDATE worker_types SET last_seen = now() - interval '2 hours'").ok());
+  ASSERT_TRUE(store_->RegisterJobTypes({"kept", "new"}).ok());
+  auto known = store_->KnownJobTypes(absl::Hours(1));
+  ASSERT_TRUE(known.ok()) << known.status();
+  std::sort(known->begin(), known->end());
+  EXPECT_THAT(*known, ElementsAre("kept", "new"));
+  auto forgotten = store_->ForgetJobTypes(absl::Hours(1));
+  ASSERT_TRUE(forgotten.ok()) << forgotten.status();
+  EXPECT_EQ(*forgotten, 1);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM worker_types"), 2);
+}
+
 TEST_F(PgJobStoreTest, ClaimDeadlineUsesJobTimeout) {
   NewJob j = MakeJob();
   j.timeout_ms = 2000;

@@ -123,7 +123,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
       std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2), kUnaryQueueLimit);
   impl->watch_executor =
       std::make_unique<Executor>("watch", std::max(2, o.db_pool_size / 4), kWatchQueueLimit);
-  impl->types = std::make_unique<JobTypeRegistry>(impl->store.get());
+  JobTypeRegistryOptions topts;
+  topts.type_ttl = o.job_type_ttl;
+  impl->types = std::make_unique<JobTypeRegistry>(impl->store.get(), topts);
   // A first list before serving, so the first submits are judged on it (the background
   // thread keeps it fresh from here on).
   if (absl::Status s = impl->types->Refresh(); !s.ok()) {
@@ -165,6 +167,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.types = impl->types.get();
   jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;
+  jdeps.default_queue_timeout = o.default_queue_timeout;
   jdeps.watch_poll_interval = o.watch_poll_interval;
   impl->job_service = std::make_unique<JobServiceImpl>(jdeps);
 

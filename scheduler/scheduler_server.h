@@ -37,6 +37,12 @@ struct SchedulerOptions {
   absl::Duration retry_max = absl::Seconds(60);
   absl::Duration default_timeout = absl::Minutes(10);
   absl::Duration retention = absl::Hours(24 * 7);
+  // A queued job no worker took within this (unless it sets its own queue_timeout) ends
+  // FAILED with EXPIRED; zero: never.
+  absl::Duration default_queue_timeout = absl::Hours(24);
+  // A job type no connected worker served for this long is forgotten (submits of it are
+  // refused as unknown).
+  absl::Duration job_type_ttl = absl::Hours(24);
   absl::Duration event_flush_interval = absl::Milliseconds(100);
   // How often idle watches check for events other replicas wrote (one statement for all).
   absl::Duration watch_poll_interval = absl::Milliseconds(500);

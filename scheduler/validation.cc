@@ -12,6 +12,7 @@ namespace aijobs::scheduler {
 namespace {
 
 constexpr absl::Duration kMaxAttemptTimeout = absl::Hours(24);
+constexpr absl::Duration kMaxQueueTimeout = absl::Hours(24 * 7);
 
 bool IsValidTypeName(const std::string& t) {
   if (t.empty() || t.size() > 64) return false;
@@ -149,6 +150,17 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
   if (absl::Status s = ValidateText(request.idempotency_key(), "idempotency_key"); !s.ok()) {
     return s;
   }
+  if (request.priority() < kMinPriority || request.priority() > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("priority must be between ", kMinPriority,
+                                                   " and ", kMaxPriority, " (higher runs first)"));
+  }
+  const absl::Duration queue_timeout = FromProtoDuration(request.queue_timeout());
+  if (request.queue_timeout().seconds() < 0 || request.queue_timeout().nanos() < 0 ||
+      (queue_timeout != absl::ZeroDuration() &&
+       (queue_timeout < absl::Seconds(1) || queue_timeout > kMaxQueueTimeout))) {
+    return absl::InvalidArgumentError(
+        "queue_timeout must be 0 (the scheduler's default) or between 1s and 7 days (604800s)");
+  }
   // Unset (0) means the scheduler's default; anything else is an attempt timeout between 1 ms
   // (smaller ones used to round to 0, the default, in silence) and 24 h (larger ones
   // overflowed to 9223372036 s).
@@ -206,6 +218,33 @@ absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
     return absl::InvalidArgumentError("ttl is required, between 1s and 30 days (2592000s)");
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateWorkerHello(const v1::WorkerHello& hello) {
+  if (hello.job_types().empty() || hello.slots() <= 0) {
+    return absl::InvalidArgumentError(
+        "hello must name at least one job type and a positive slots count");
+  }
+  if (hello.job_types_size() > kMaxWorkerJobTypes) {
+    return absl::InvalidArgumentError(absl::StrCat("hello names ", hello.job_types_size(),
+                                                   " job types; a worker serves at most ",
+                                                   kMaxWorkerJobTypes));
+  }
+  for (const std::string& t : hello.job_types()) {
+    if (!IsValidTypeName(t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("hello: job type \"", Utf8Prefix(t, 64),
+                       "\" is not a valid job type name (1-64 letters, digits, _ - .)"));
+    }
+  }
+  if (hello.slots() > kMaxWorkerSlots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hello: slots must be between 1 and ", kMaxWorkerSlots));
+  }
+  if (hello.worker_id().size() > 128) {
+    return absl::InvalidArgumentError("hello: worker_id must be at most 128 bytes");
+  }
+  return ValidateText(hello.worker_id(), "hello: worker_id");
 }
 
 absl::Status ValidateJobId(const std::string& job_id) {

@@ -10,8 +10,15 @@
 
 #include "absl/status/status.h"
 #include "aijobs/v1/job_service.pb.h"
+#include "aijobs/v1/worker_service.pb.h"
 
 namespace aijobs::scheduler {
+
+// The documented ranges (README, "Limits").
+inline constexpr int32_t kMinPriority = -1000;
+inline constexpr int32_t kMaxPriority = 1000;
+inline constexpr int kMaxWorkerJobTypes = 64;
+inline constexpr int kMaxWorkerSlots = 4096;
 
 struct SubmitLimits {
   int64_t max_input_bytes = 1 << 20;
@@ -25,6 +32,10 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
 // max_input_bytes, a result, ttl from 1 s to 30 days.
 absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
                                      const SubmitLimits& limits);
+
+// A worker's hello: 1-64 valid job type names, 1-4096 slots, a worker_id of at most 128
+// bytes of text.
+absl::Status ValidateWorkerHello(const v1::WorkerHello& hello);
 
 // Checks a job id is a UUID.
 absl::Status ValidateJobId(const std::string& job_id);

@@ -248,6 +248,65 @@ TEST(ValidateSubmitTest, ChecksAttemptsKeyAndTimeout) {
   EXPECT_TRUE(Validate(r).ok());
 }
 
+// Regression (issue 10, item 6): priority was unbounded, so INT32_MAX jobs of an unserved
+// type sat at the head of the queue.
+TEST(ValidateSubmitTest, PriorityIsMinus1000To1000) {
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  for (int ok : {-1000, -1, 0, 7, 1000}) {
+    r.set_priority(ok);
+    EXPECT_TRUE(Validate(r).ok()) << ok;
+  }
+  for (int bad : {-1001, 1001, 2147483647, -2147483647 - 1}) {
+    r.set_priority(bad);
+    ExpectInvalid(Validate(r), "priority must be between -1000 and 1000");
+  }
+}
+
+TEST(ValidateSubmitTest, QueueTimeoutIsZeroOrOneSecondToSevenDays) {
+  v1::SubmitJobRequest r = Request("chat", kChat);
+  for (int64_t ok : {int64_t{0}, int64_t{1}, int64_t{3600}, int64_t{604800}}) {
+    r.mutable_queue_timeout()->set_seconds(ok);
+    EXPECT_TRUE(Validate(r).ok()) << ok;
+  }
+  for (int64_t bad : {int64_t{-1}, int64_t{604801}, int64_t{315576000000}}) {
+    r.mutable_queue_timeout()->set_seconds(bad);
+    ExpectInvalid(Validate(r), "queue_timeout");
+  }
+  r.mutable_queue_timeout()->set_seconds(0);
+  r.mutable_queue_timeout()->set_nanos(500000000);
+  ExpectInvalid(Validate(r), "queue_timeout");
+}
+
+// Regression (issue 10, item 6): a hello with 10,000 types wrote 10,000 rows and a 59 KB
+// log line.
+TEST(ValidateWorkerHelloTest, BoundsTypesSlotsAndWorkerId) {
+  v1::WorkerHello h;
+  h.set_worker_id("worker-1");
+  h.add_job_types("chat");
+  h.set_slots(8);
+  EXPECT_TRUE(ValidateWorkerHello(h).ok());
+  for (int i = 1; i < 64; ++i) h.add_job_types(absl::StrCat("type-", i));
+  EXPECT_TRUE(ValidateWorkerHello(h).ok());
+  h.add_job_types("one-too-many");
+  ExpectInvalid(ValidateWorkerHello(h), "at most 64");
+  h.clear_job_types();
+  ExpectInvalid(ValidateWorkerHello(h), "at least one job type");
+  h.add_job_types("bad type\n");
+  ExpectInvalid(ValidateWorkerHello(h), "not a valid job type name");
+  h.set_job_types(0, std::string(65, 't'));
+  ExpectInvalid(ValidateWorkerHello(h), "not a valid job type name");
+  h.set_job_types(0, "chat");
+  h.set_slots(4097);
+  ExpectInvalid(ValidateWorkerHello(h), "slots");
+  h.set_slots(0);
+  ExpectInvalid(ValidateWorkerHello(h), "slots");
+  h.set_slots(8);
+  h.set_worker_id(std::string(129, 'w'));
+  ExpectInvalid(ValidateWorkerHello(h), "worker_id");
+  h.set_worker_id(std::string("w\0", 2));
+  ExpectInvalid(ValidateWorkerHello(h), "worker_id");
+}
+
 TEST(ValidateSubmitTest, CacheTtlIsZeroToThirtyDays) {
   v1::SubmitJobRequest r = Request("chat", kChat);
   r.mutable_cache()->mutable_ttl()->set_seconds(0);

@@ -1,5 +1,6 @@
 #include "scheduler/worker_service.h"
 
+#include <algorithm>
 #include <deque>
 
 #include "absl/random/random.h"
@@ -9,6 +10,7 @@
 #include "common/uuid.h"
 #include "scheduler/cache_adverts.h"
 #include "scheduler/job_type_registry.h"
+#include "scheduler/validation.h"
 #include "spdlog/spdlog.h"
 
 namespace aijobs::scheduler {
@@ -130,6 +132,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     if (session_) {
       session_->Detach();
       deps_.dispatcher->RemoveSession(session_);
+      deps_.types->Unserve(session_->types());
       spdlog::info("worker {} disconnected (session {}, {} attempts to requeue)",
                    session_->worker_id(), session_->id(), session_->RunningCount());
     }
@@ -305,9 +308,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler is shutting down"));
       return false;
     }
-    if (hello.job_types().empty() || hello.slots() <= 0) {
-      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              "hello must name at least one job type and a positive slots count"));
+    if (absl::Status s = ValidateWorkerHello(hello); !s.ok()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message())));
       return false;
     }
     absl::Status adverts = ValidateCacheAdverts(hello.cache_adverts());
@@ -319,6 +321,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     // Before the welcome: a worker that saw its welcome can rely on its adverts applying.
     if (deps_.cache_adverts != nullptr) deps_.cache_adverts->Update(hello.cache_adverts());
     std::vector<std::string> types(hello.job_types().begin(), hello.job_types().end());
+    std::sort(types.begin(), types.end());
+    types.erase(std::unique(types.begin(), types.end()), types.end());
     std::string worker_id = hello.worker_id().empty() ? context_->peer() : hello.worker_id();
     session_ = std::make_shared<StreamSession>(this, NewUuid(), worker_id, types, hello.slots());
     // Two heartbeats missed: assign it nothing until it is heard from (the lease keeper drops
@@ -327,6 +331,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id, session_->id(),
                  absl::StrJoin(types, ","), hello.slots());
     JobTypeRegistry* registry = deps_.types;
+    registry->Serve(types);  // undone in OnDone
     deps_.executor->Run([registry, types] { registry->Register(types); });
     Send([&](v1::SchedulerMessage* m) {
       m->mutable_welcome()->set_scheduler_id(deps_.replica_id);

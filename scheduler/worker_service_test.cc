@@ -198,7 +198,11 @@ struct RawWorker {
   }
   ~RawWorker() {
     context.TryCancel();
-    (void)stream->Finish();
+    if (!finished) (void)stream->Finish();
+  }
+  grpc::Status Finish() {
+    finished = true;
+    return stream->Finish();
   }
 
   bool Hello(int slots) {
@@ -232,6 +236,7 @@ struct RawWorker {
   std::unique_ptr<v1::WorkerService::Stub> stub;
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>> stream;
+  bool finished = false;
 };
 
 bool AllLost(const std::vector<AttemptOutcome>& finished, size_t n) {
@@ -254,6 +259,26 @@ void FillStuckStream(TestScheduler& s, RawWorker& w) {
     auto session = s.OnlySession();
     return session && s.store.all_claimed() && session->RunningCount() == kBigJobs;
   }));
+}
+
+// Regression (issue 10, item 6): a hello with 10,000 job types was accepted, wrote 10,000
+// rows and a 59 KB log line. It is refused before anything is recorded.
+TEST(WorkerServiceTest, HelloWithTooManyJobTypesIsRefusedAndRecordsNothing) {
+  TestScheduler s;
+  RawWorker w(s.port);
+  v1::WorkerMessage m;
+  m.mutable_hello()->set_worker_id("greedy");
+  for (int i = 0; i < 10000; ++i) m.mutable_hello()->add_job_types(absl::StrCat("t", i));
+  m.mutable_hello()->set_slots(1);
+  ASSERT_TRUE(w.stream->Write(m));
+  v1::SchedulerMessage reply;
+  EXPECT_FALSE(w.stream->Read(&reply));
+  grpc::Status st = w.Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("at most 64"), std::string::npos) << st.error_message();
+  EXPECT_EQ(s.types->IsKnown("t1").code(), absl::StatusCode::kUnavailable)
+      << "nothing was registered (and nothing was ever read)";
+  EXPECT_TRUE(s.dispatcher->Sessions().empty());
 }
 
 TEST(WorkerServiceTest, DroppingAStreamWithAStuckWriteEndsItAndRequeues) {

@@ -44,6 +44,33 @@ TEST_F(E2eFaultsTest, WorkerKilledMidJobIsRetriedOnAnotherWorker) {
   EXPECT_TRUE(discarded) << "no state change told watchers to discard attempt 1's output";
 }
 
+// Regression (issue 10, item 6): queued jobs no worker takes used to wait forever. Past
+// their queue timeout they end FAILED EXPIRED (watchers see it end); a job with a longer
+// one keeps waiting and runs once a worker comes.
+TEST_F(E2eFaultsTest, QueuedJobNoWorkerTakesExpiresAndWatchersSeeItEnd) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler({"--default_queue_timeout_s", "1"}));
+  Job doomed;
+  ASSERT_TRUE(Submit(ChatRequest("Nobody serves me"), &doomed).ok());
+  EXPECT_EQ(doomed.queue_timeout().seconds(), 1);
+  aijobs::v1::SubmitJobRequest patient_request = ChatRequest("I can wait");
+  patient_request.mutable_queue_timeout()->set_seconds(3600);
+  Job patient;
+  ASSERT_TRUE(Submit(patient_request, &patient).ok());
+
+  WatchResult w = WatchToEnd(doomed.id(), 0, absl::Seconds(20));
+  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
+  ASSERT_FALSE(w.events.empty());
+  ASSERT_TRUE(w.events.back().has_final_job());
+  const Job& ended = w.events.back().final_job();
+  EXPECT_EQ(ended.state(), aijobs::v1::FAILED);
+  EXPECT_EQ(ended.error().code(), "EXPIRED");
+  EXPECT_EQ(ended.attempt(), 0);
+
+  ASSERT_NE(StartWorker("late"), nullptr);
+  auto done = WaitForState(patient.id(), aijobs::v1::SUCCEEDED, absl::Seconds(30));
+  ASSERT_TRUE(done.ok()) << done.status();
+}
+
 TEST_F(E2eFaultsTest, FailingAttemptsAreRetriedUntilSuccess) {
   ASSERT_NO_FATAL_FAILURE(StartScheduler());
   ASSERT_NE(StartWorker("w1"), nullptr);

@@ -48,6 +48,9 @@ class FakeJobStore : public JobStore {
   absl::StatusOr<std::vector<v1::Job>> RequeueExpiredLeases(int) override {
     return absl::UnimplementedError("RequeueExpiredLeases");
   }
+  absl::StatusOr<std::vector<v1::Job>> ExpireQueuedJobs(int) override {
+    return absl::UnimplementedError("ExpireQueuedJobs");
+  }
   absl::StatusOr<std::vector<v1::Job>> ReleaseAttempts(
       const std::vector<std::pair<std::string, int32_t>>&, const v1::JobError&) override {
     return absl::UnimplementedError("ReleaseAttempts");
@@ -83,8 +86,11 @@ class FakeJobStore : public JobStore {
   absl::Status RegisterJobTypes(const std::vector<std::string>&) override {
     return absl::UnimplementedError("RegisterJobTypes");
   }
-  absl::StatusOr<std::vector<std::string>> KnownJobTypes() override {
+  absl::StatusOr<std::vector<std::string>> KnownJobTypes(absl::Duration) override {
     return absl::UnimplementedError("KnownJobTypes");
+  }
+  absl::StatusOr<int> ForgetJobTypes(absl::Duration) override {
+    return absl::UnimplementedError("ForgetJobTypes");
   }
   absl::Status NotifyNewJobs() override { return absl::OkStatus(); }
   absl::Status NotifyCancelled(const std::string&) override { return absl::OkStatus(); }
