@@ -14,14 +14,12 @@
 
 #include <cerrno>
 #include <chrono>
-#include <exception>
 #include <optional>
 
 #include "absl/container/inlined_vector.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/http_request_parser.h"
 #include "spdlog/spdlog.h"
 
 namespace aijobs::gateway {
@@ -68,170 +66,6 @@ ssize_t SendNow(int fd, iovec* iov, size_t count) {
   if (n < 0 && WouldBlock(errno)) return 0;
   return n;
 }
-
-// The request line, header fields and trailer fields together: one budget for the header
-// section and the trailers of a chunked body.
-constexpr uint32_t kHeaderLimitBytes = 16 * 1024;
-// Bytes read but not yet parsed. Beast finds the end of a trailer section (or of a chunk
-// line with its extensions) only once it is buffered whole, so without this cap a client
-// could make one connection buffer any amount; reads stop at the cap with buffer_overflow.
-// Body bytes are consumed as they arrive and never pile up here.
-constexpr size_t kMaxBufferedBytes = 64 * 1024;
-
-// Reads one request into an HttpRequest, as http::request_parser<http::string_body> does,
-// plus the framing rules of RFC 9112 that Beast 1.74 leaves to its caller. A request that
-// breaks one of them is refused (refusal_status() says how) before any body byte is read:
-//  - Transfer-Encoding must be exactly "chunked": a final coding other than chunked is 400
-//    (the body's length is unknowable, and guessing "no body" would read the body's bytes as
-//    the next request), chunked twice or with parameters is 400, any other coding (gzip, …)
-//    is 501, and any Transfer-Encoding in an HTTP/1.0 request is 400.
-//  - An HTTP/1.1 request has exactly one Host field, an HTTP/1.0 request at most one.
-//  - Trailer fields (after a chunked body) are counted against kHeaderLimitBytes together
-//    with the header section and then dropped: a trailer never becomes a request header
-//    (else it could set X-Request-Id, Grpc-Timeout, Authorization or Grpc-Metadata-* after
-//    whatever inspected the header).
-//  - An exception thrown while building the message (e.g. Beast's std::length_error for a
-//    field over 64 KiB) is caught here and becomes a 400: it never unwinds the io thread.
-class RequestParser final : public http::basic_parser<true> {
- public:
-  RequestParser() { header_limit(kHeaderLimitBytes); }
-
-  HttpRequest& get() { return request_; }
-  HttpRequest release() { return std::move(request_); }
-  // Non-zero when the request was refused: the HTTP status to answer and why.
-  int refusal_status() const { return refusal_status_; }
-  const std::string& refusal_reason() const { return refusal_reason_; }
-
- private:
-  void Refuse(int status, std::string reason, beast::error_code& ec) {
-    refusal_status_ = status;
-    refusal_reason_ = std::move(reason);
-    ec = http::error::bad_transfer_encoding;  // any error: the status above is what counts
-  }
-
-  // Runs `f`, turning an exception into a refusal.
-  template <typename F>
-  void Guarded(beast::error_code& ec, F&& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      Refuse(400, absl::StrCat("malformed HTTP request: ", e.what()), ec);
-    } catch (...) {
-      Refuse(400, "malformed HTTP request", ec);
-    }
-  }
-
-  void on_request_impl(http::verb method, beast::string_view method_string,
-                       beast::string_view target, int version, beast::error_code& ec) override {
-    // "METHOD SP target SP HTTP/1.1 CRLF"
-    section_bytes_ = method_string.size() + target.size() + 12;
-    Guarded(ec, [&] {
-      if (method == http::verb::unknown) {
-        request_.method_string(method_string);
-      } else {
-        request_.method(method);
-      }
-      request_.target(target);
-      request_.version(version);
-    });
-  }
-
-  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
-    ec = http::error::bad_version;  // never called: this parses requests
-  }
-
-  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
-                     beast::error_code& ec) override {
-    // "name: value CRLF"
-    section_bytes_ += name_string.size() + value.size() + 4;
-    if (header_done_) {
-      if (section_bytes_ > kHeaderLimitBytes) {
-        Refuse(400,
-               absl::StrCat("request header section and trailers over the limit of ",
-                            kHeaderLimitBytes, " bytes"),
-               ec);
-      }
-      return;  // a trailer: counted, never kept
-    }
-    if (name == http::field::host) ++host_fields_;
-    if (name == http::field::transfer_encoding) {
-      has_transfer_encoding_ = true;
-      for (absl::string_view coding : absl::StrSplit(absl::string_view(value.data(), value.size()),
-                                                     ',', absl::SkipWhitespace())) {
-        transfer_codings_.push_back(absl::AsciiStrToLower(absl::StripAsciiWhitespace(coding)));
-      }
-    }
-    Guarded(ec, [&] { request_.insert(name, name_string, value); });
-  }
-
-  void on_header_impl(beast::error_code& ec) override {
-    header_done_ = true;
-    const bool http11 = request_.version() >= 11;
-    if (http11 ? host_fields_ != 1 : host_fields_ > 1) {
-      return Refuse(400,
-                    host_fields_ == 0 ? "an HTTP/1.1 request needs a Host header"
-                                      : "a request must have exactly one Host header",
-                    ec);
-    }
-    if (!has_transfer_encoding_) return;
-    if (!http11) {
-      return Refuse(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request", ec);
-    }
-    if (transfer_codings_.empty() || transfer_codings_.back() != "chunked") {
-      return Refuse(400,
-                    absl::StrCat("the final transfer coding must be chunked (got \"",
-                                 transfer_codings_.empty() ? "" : transfer_codings_.back(),
-                                 "\"); send Content-Length or Transfer-Encoding: chunked"),
-                    ec);
-    }
-    const size_t before_chunked = transfer_codings_.size() - 1;
-    for (size_t i = 0; i < before_chunked; ++i) {
-      if (transfer_codings_[i] == "chunked") {
-        return Refuse(400, "the chunked transfer coding must be applied only once", ec);
-      }
-    }
-    if (before_chunked > 0) {  // e.g. "gzip, chunked": this server decodes none of them
-      return Refuse(501,
-                    absl::StrCat("transfer coding \"", transfer_codings_[0],
-                                 "\" is not implemented; only chunked is"),
-                    ec);
-    }
-    // Beast must frame the body the same way; it does not when, e.g., chunked carries
-    // parameters ("chunked;x=1").
-    if (!chunked()) {
-      return Refuse(400, "malformed Transfer-Encoding: only \"chunked\" is accepted", ec);
-    }
-  }
-
-  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
-                         beast::error_code& ec) override {
-    // Beast checked Content-Length against the body limit before this.
-    if (content_length) Guarded(ec, [&] { request_.body().reserve(*content_length); });
-  }
-
-  size_t on_body_impl(beast::string_view body, beast::error_code& ec) override {
-    Guarded(ec, [&] { request_.body().append(body.data(), body.size()); });
-    return body.size();
-  }
-
-  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) override {}
-
-  size_t on_chunk_body_impl(std::uint64_t, beast::string_view body,
-                            beast::error_code& ec) override {
-    return on_body_impl(body, ec);
-  }
-
-  void on_finish_impl(beast::error_code&) override {}
-
-  HttpRequest request_;
-  size_t section_bytes_ = 0;
-  bool header_done_ = false;
-  int host_fields_ = 0;
-  bool has_transfer_encoding_ = false;
-  std::vector<std::string> transfer_codings_;
-  int refusal_status_ = 0;
-  std::string refusal_reason_;
-};
 
 }  // namespace
 
