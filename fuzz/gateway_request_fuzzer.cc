@@ -164,6 +164,7 @@ void HandleRequest(const HttpRequest& req) {
   size_t q = target.find('?');
   std::string path = target.substr(0, q);
   std::string query = q == std::string::npos ? "" : target.substr(q + 1);
+  static_cast<void>(HostAllowed(ToStd(req[http::field::host]), GatewayOptions{}.allowed_hosts));
   if (path == "/" || path == "/healthz" || path == "/readyz" || path == "/metrics" ||
       path == "/openapi.json") {
     // Fixed endpoints: only the request id is read from the request.

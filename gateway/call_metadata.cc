@@ -104,6 +104,10 @@ absl::StatusOr<CallMetadata> MetadataFromHeaders(const HeaderList& headers,
     } else if (key == "grpc-timeout") {
       absl::StatusOr<absl::Duration> t = ParseGrpcTimeout(value);
       if (!t.ok()) return t.status();
+      if (*t <= absl::ZeroDuration()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Grpc-Timeout \"", value, "\": a zero timeout cannot succeed"));
+      }
       md.timeout = *t;
     } else if (absl::StartsWith(key, kGrpcMetadataPrefix)) {
       std::string md_key = key.substr(kGrpcMetadataPrefix.size());
@@ -120,6 +124,14 @@ absl::StatusOr<CallMetadata> MetadataFromHeaders(const HeaderList& headers,
   }
   if (md.request_id.empty()) md.request_id = new_id();
   md.entries.emplace_back("x-request-id", md.request_id);
+  size_t bytes = 0;
+  for (const auto& [k, v] : md.entries) bytes += k.size() + v.size() + 32;
+  if (bytes > kMaxForwardedMetadataBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the headers forwarded to the scheduler (Authorization, traceparent, tracestate, "
+        "X-Request-Id, Grpc-Metadata-*) add up to ",
+        bytes, " bytes, over the limit of ", kMaxForwardedMetadataBytes));
+  }
   return md;
 }
 

@@ -23,6 +23,12 @@ namespace aijobs::gateway {
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
+// What the forwarded metadata may add up to, counted as HTTP/2 does (name + value + 32 per
+// field): under the 8 KiB a gRPC server accepts by default, with room for the fields gRPC
+// adds itself (:path, :authority, user-agent, grpc-timeout, ...). Over it the server would
+// answer RESOURCE_EXHAUSTED, which HTTP clients read as 429 and retry.
+inline constexpr size_t kMaxForwardedMetadataBytes = 7 * 1024;
+
 struct CallMetadata {
   // Lower-case metadata keys and values, in header order.
   HeaderList entries;
@@ -41,8 +47,10 @@ absl::StatusOr<absl::Duration> ParseGrpcTimeout(absl::string_view text);
 
 // Picks the headers that become call metadata: Authorization, X-Request-Id, traceparent,
 // tracestate and every Grpc-Metadata-<key> (as <key>). Header names are matched without
-// regard to case. INVALID_ARGUMENT, naming the header, for a malformed Grpc-Timeout or a
-// Grpc-Metadata key gRPC would refuse.
+// regard to case. INVALID_ARGUMENT, naming the header, for a malformed Grpc-Timeout (or a
+// zero one: it could never succeed) or a Grpc-Metadata key gRPC would refuse;
+// RESOURCE_EXHAUSTED when the forwarded fields add up to more than
+// kMaxForwardedMetadataBytes (the gateway answers it 431, the request's own fault).
 absl::StatusOr<CallMetadata> MetadataFromHeaders(const HeaderList& headers,
                                                  const std::function<std::string()>& new_id);
 

@@ -68,6 +68,31 @@ TEST(MetadataFromHeadersTest, RejectsKeysGrpcWouldRefuse) {
   EXPECT_FALSE(MetadataFromHeaders({{"Grpc-Timeout", "soon"}}, FixedId).ok());
 }
 
+TEST(MetadataFromHeadersTest, ZeroTimeoutIsRefused) {
+  absl::StatusOr<CallMetadata> md = MetadataFromHeaders({{"Grpc-Timeout", "0S"}}, FixedId);
+  ASSERT_EQ(md.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(md.status().message()), HasSubstr("zero timeout"));
+}
+
+TEST(MetadataFromHeadersTest, ForwardedHeadersOverTheMetadataBudgetAreResourceExhausted) {
+  // A 15 KB Authorization would be refused by the scheduler's gRPC server as
+  // RESOURCE_EXHAUSTED (read as 429, retried); the gateway refuses it as the request's own.
+  absl::StatusOr<CallMetadata> md = MetadataFromHeaders(
+      {{"Authorization", "Bearer " + std::string(15000, 'a')}}, FixedId);
+  ASSERT_EQ(md.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(md.status().message()), HasSubstr("over the limit"));
+  // Many small Grpc-Metadata-* headers add up the same way.
+  HeaderList many;
+  for (int i = 0; i < 100; ++i) {
+    many.emplace_back("Grpc-Metadata-k" + std::to_string(i), std::string(60, 'v'));
+  }
+  EXPECT_EQ(MetadataFromHeaders(many, FixedId).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // Within the budget: a 4 KB token is fine.
+  EXPECT_TRUE(
+      MetadataFromHeaders({{"Authorization", "Bearer " + std::string(4000, 'a')}}, FixedId).ok());
+}
+
 TEST(ShapeFromResponseMetadataTest, HttpCodeAndHeaderKeysSteerTheResponse) {
   std::multimap<std::string, std::string> initial = {{"x-http-code", "202"},
                                                      {"x-http-header-retry-after", "5"},

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "aijobs/v1/job_service.pb.h"
+#include "common/text.h"
 #include "common/uuid.h"
 #include "gateway/call_metadata.h"
 #include "gateway/sse.h"
@@ -343,8 +344,9 @@ void Gateway::FinishError(const std::shared_ptr<HttpExchange>& exchange, const R
 }
 
 HttpResponse Gateway::RejectUnreadable(int http_status, absl::string_view reason) {
-  int code = http_status == 413 ? grpc::StatusCode::RESOURCE_EXHAUSTED
-                                : grpc::StatusCode::INVALID_ARGUMENT;
+  int code = http_status == 413   ? grpc::StatusCode::RESOURCE_EXHAUSTED
+             : http_status == 501 ? grpc::StatusCode::UNIMPLEMENTED
+                                  : grpc::StatusCode::INVALID_ARGUMENT;
   HttpResponse res(static_cast<http::status>(http_status), 11);
   res.set(http::field::content_type, kJson);
   res.body() = ErrorBodyJson(code, reason);
@@ -365,6 +367,18 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
   // Operational endpoints: no upstream call (but /readyz), fixed route labels.
   static const absl::flat_hash_set<std::string>* const kFixed =
       new absl::flat_hash_set<std::string>{"/", "/healthz", "/readyz", "/metrics", "/openapi.json"};
+  if (rc.path != "/healthz" && rc.path != "/readyz" &&
+      !HostAllowed(ToStd(req[http::field::host]), options_.allowed_hosts)) {
+    rc.route_label = "host_not_allowed";
+    rc.request_id = NewUuid();
+    std::string host = ToStd(req[http::field::host]);
+    return Finish(exchange, rc,
+                  MakeResponse(req, 400, kJson,
+                               ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                             absl::StrCat("Host \"", aijobs::Utf8Prefix(host, 64),
+                                                          "\" is not served here (the "
+                                                          "gateway's --allowed_hosts)"))));
+  }
   if (kFixed->contains(rc.path)) {
     rc.route_label = rc.path;
     // Echoed like on every route (a malformed one is replaced, these answer regardless).
@@ -417,7 +431,15 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   for (const auto& field : req) headers.emplace_back(ToStd(field.name_string()), ToStd(field.value()));
   absl::StatusOr<CallMetadata> md = MetadataFromHeaders(headers, [] { return NewUuid(); });
   if (!md.ok()) {
-    rc.request_id = NewUuid();
+    // Echo the caller's request id when that header was fine (another one was not).
+    absl::StatusOr<std::string> id = RequestIdFromHeader(ToStd(req["X-Request-Id"]));
+    rc.request_id = id.ok() && !id->empty() ? *std::move(id) : NewUuid();
+    if (md.status().code() == absl::StatusCode::kResourceExhausted) {
+      return Finish(exchange, rc,
+                    MakeResponse(req, 431, kJson,
+                                 ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                               md.status().message())));
+    }
     return FinishError(exchange, rc, grpc::StatusCode::INVALID_ARGUMENT, md.status().message());
   }
   rc.request_id = md->request_id;
@@ -538,48 +560,122 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   if (cancelled) relay->Cancel();
 }
 
+namespace {
+
+// A failed call whose request may still have been carried out: the gateway cannot tell a
+// request that never reached the scheduler from an answer that never came back.
+bool OutcomeUnknown(grpc::StatusCode code) {
+  return code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::CANCELLED || code == grpc::StatusCode::UNKNOWN ||
+         code == grpc::StatusCode::INTERNAL;
+}
+
+}  // namespace
+
+// One unary HTTP request: the upstream call, and its one retry when that is safe.
+struct Gateway::UnaryCall {
+  std::shared_ptr<HttpExchange> exchange;
+  RequestContext rc;
+  const Route* route = nullptr;
+  grpc::ByteBuffer request;
+  // A POST changes something; with an idempotency key it may be sent again safely.
+  bool changes = false;
+  std::string key;
+  int attempts = 0;
+  std::unique_ptr<grpc::ClientContext> context;
+  grpc::ByteBuffer response;
+};
+
 void Gateway::CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,
                         const RouteTable::Match& match,
                         std::unique_ptr<pb::Message> request) {
-  struct Call {
-    grpc::ClientContext context;
-    grpc::ByteBuffer request;
-    grpc::ByteBuffer response;
-  };
-  auto call = std::make_shared<Call>();
+  auto call = std::make_shared<UnaryCall>();
+  call->route = match.route;
+  call->changes = rc.method == "POST";
+  const pb::FieldDescriptor* key_field =
+      options_.idempotency_field.empty()
+          ? nullptr
+          : request->GetDescriptor()->FindFieldByName(options_.idempotency_field);
+  if (call->changes && key_field != nullptr && !key_field->is_repeated() &&
+      key_field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+    call->key = request->GetReflection()->GetString(*request, key_field);
+    if (call->key.empty() && options_.assign_idempotency_keys) {
+      call->key = absl::StrCat("gw-", NewUuid());
+      request->GetReflection()->SetString(request.get(), key_field, call->key);
+    }
+  }
   call->request = Serialize(*request);
-  for (const auto& [k, v] : rc.metadata.entries) call->context.AddMetadata(k, v);
-  absl::Duration deadline = rc.metadata.timeout.value_or(options_.default_deadline);
-  call->context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-  const Route* route = match.route;
-  auto* rcp = new RequestContext(std::move(rc));
-  stub_.UnaryCall(
-      &call->context, route->grpc_path, grpc::StubOptions(), &call->request, &call->response,
-      [this, call, exchange = std::move(exchange), route, rcp](grpc::Status status) {
-        std::unique_ptr<RequestContext> rc(rcp);
-        if (!status.ok()) {
-          metrics_.RecordUpstreamError(StatusCodeName(status.error_code()));
-          return FinishError(exchange, *rc, status.error_code(), status.error_message());
-        }
-        std::unique_ptr<pb::Message> response(pb::MessageFactory::generated_factory()
-                                                  ->GetPrototype(route->method->output_type())
-                                                  ->New());
-        if (!Parse(call->response, response.get())) {
-          return FinishError(exchange, *rc, grpc::StatusCode::INTERNAL,
-                             "upstream sent a response that does not parse");
-        }
-        absl::StatusOr<std::string> json = ResponseToJson(*route, *response, json_options_);
-        if (!json.ok()) {
-          return FinishError(exchange, *rc, grpc::StatusCode::INTERNAL, json.status().message());
-        }
-        HttpResponseShape shape =
-            ShapeFromResponseMetadata(ToStdMultimap(call->context.GetServerInitialMetadata()),
-                                      ToStdMultimap(call->context.GetServerTrailingMetadata()));
-        HttpResponse res = MakeResponse(exchange->request(), shape.http_status.value_or(200),
-                                        kJson, std::move(*json));
-        for (const auto& [k, v] : shape.headers) res.set(k, v);
-        Finish(exchange, *rc, std::move(res));
-      });
+  call->exchange = std::move(exchange);
+  const absl::Duration deadline = rc.metadata.timeout.value_or(options_.default_deadline);
+  call->rc = std::move(rc);
+  StartUnary(std::move(call), deadline);
+}
+
+void Gateway::StartUnary(std::shared_ptr<UnaryCall> call, absl::Duration deadline) {
+  ++call->attempts;
+  call->context = std::make_unique<grpc::ClientContext>();
+  call->response.Clear();
+  for (const auto& [k, v] : call->rc.metadata.entries) call->context->AddMetadata(k, v);
+  call->context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  grpc::ClientContext* context = call->context.get();
+  stub_.UnaryCall(context, call->route->grpc_path, grpc::StubOptions(), &call->request,
+                  &call->response,
+                  [this, call](grpc::Status status) { OnUnaryDone(call, std::move(status)); });
+}
+
+void Gateway::OnUnaryDone(std::shared_ptr<UnaryCall> call, grpc::Status status) {
+  const Route* route = call->route;
+  if (!status.ok()) {
+    metrics_.RecordUpstreamError(StatusCodeName(status.error_code()));
+    if (!call->changes || !OutcomeUnknown(status.error_code())) {
+      return FinishError(call->exchange, call->rc, status.error_code(), status.error_message());
+    }
+    // Sent again with the same idempotency key, the request either finds what the first
+    // one did or does it now: either way the answer is definite.
+    if (!call->key.empty() && call->attempts == 1) {
+      return StartUnary(std::move(call), options_.retry_deadline);
+    }
+    HttpResponse res = MakeResponse(
+        call->exchange->request(), HttpStatusFromGrpc(status.error_code()), kJson,
+        ErrorBodyJson(status.error_code(),
+                      call->key.empty()
+                          ? absl::StrCat(status.error_message(),
+                                         " (the request may have been carried out; send an "
+                                         "idempotency key so that a retry cannot do it twice)")
+                          : absl::StrCat(status.error_message(),
+                                         " (the request may have been carried out: send it "
+                                         "again with idempotency key \"",
+                                         aijobs::Utf8Prefix(call->key, 64),
+                                         "\" to find out without doing it twice)")));
+    res.set(kOutcomeHeader, "unknown");
+    if (!call->key.empty()) res.set(kIdempotencyKeyHeader, call->key);
+    return Finish(call->exchange, call->rc, std::move(res));
+  }
+  // The upstream call succeeded: whatever goes wrong now, it was carried out.
+  auto done_anyway = [&](absl::string_view why) {
+    HttpResponse res = MakeResponse(
+        call->exchange->request(), 500, kJson,
+        ErrorBodyJson(grpc::StatusCode::INTERNAL,
+                      absl::StrCat("the request was carried out, but its answer could not be "
+                                   "converted to JSON: ",
+                                   why)));
+    res.set(kOutcomeHeader, "done");
+    Finish(call->exchange, call->rc, std::move(res));
+  };
+  std::unique_ptr<pb::Message> response(
+      pb::MessageFactory::generated_factory()->GetPrototype(route->method->output_type())->New());
+  if (!Parse(call->response, response.get())) {
+    return done_anyway("upstream sent a response that does not parse");
+  }
+  absl::StatusOr<std::string> json = ResponseToJson(*route, *response, json_options_);
+  if (!json.ok()) return done_anyway(json.status().message());
+  HttpResponseShape shape =
+      ShapeFromResponseMetadata(ToStdMultimap(call->context->GetServerInitialMetadata()),
+                                ToStdMultimap(call->context->GetServerTrailingMetadata()));
+  HttpResponse res = MakeResponse(call->exchange->request(), shape.http_status.value_or(200),
+                                  kJson, std::move(*json));
+  for (const auto& [k, v] : shape.headers) res.set(k, v);
+  Finish(call->exchange, call->rc, std::move(res));
 }
 
 void Gateway::HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContext rc) {
@@ -609,6 +705,40 @@ void Gateway::HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContex
                MakeResponse(req, 503, kJson,
                             ErrorBodyJson(grpc::StatusCode::UNAVAILABLE, why)));
       });
+}
+
+namespace {
+
+// "Example.COM.:8080" -> {"example.com", "8080"}; "[::1]:80" -> {"[::1]", "80"}.
+std::pair<std::string, std::string> SplitHost(absl::string_view value) {
+  std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(value));
+  absl::string_view v = lower;
+  absl::string_view name = v, port;
+  size_t colon = v.rfind(':');
+  if (colon != absl::string_view::npos && (v[0] != '[' || v.rfind(']') < colon)) {
+    name = v.substr(0, colon);
+    port = v.substr(colon + 1);
+  }
+  if (absl::EndsWith(name, ".")) name.remove_suffix(1);
+  return {std::string(name), std::string(port)};
+}
+
+}  // namespace
+
+bool HostAllowed(absl::string_view host, const std::vector<std::string>& allowed) {
+  if (host.empty()) return true;  // HTTP/1.0 without Host: not a browser
+  auto [name, port] = SplitHost(host);
+  for (const std::string& entry : allowed) {
+    if (entry == "*") return true;
+    auto [want, want_port] = SplitHost(entry);
+    if (!want_port.empty() && want_port != port) continue;
+    if (absl::StartsWith(want, "*.")) {
+      if (absl::EndsWith(name, want.substr(1)) && name.size() > want.size() - 1) return true;
+    } else if (name == want) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool IsJsonContentType(absl::string_view value) {

@@ -49,7 +49,27 @@ struct GatewayOptions {
   bool access_log = false;
   // Shown in /openapi.json.
   std::string api_version = "v1";
+  // A POST whose call fails in a way that leaves its outcome unknown (DEADLINE_EXCEEDED,
+  // UNAVAILABLE, CANCELLED, UNKNOWN, INTERNAL) is sent once more, with this deadline, when
+  // its request has a non-empty string field of this name (the retry cannot do it twice);
+  // when that fails too, the error response carries `Aijobs-Outcome: unknown` and the key.
+  std::string idempotency_field = "idempotency_key";
+  absl::Duration retry_deadline = absl::Seconds(5);
+  // A POST without one gets a key of its own ("gw-<uuid>"), so that such a failure is always
+  // resolved by the retry: the client then learns for certain whether its job exists.
+  bool assign_idempotency_keys = true;
+  // Host header values served (a name, optionally :port; "*.example.com" for subdomains;
+  // "*" for any): others are 400, which defeats DNS rebinding. /healthz and /readyz answer
+  // any Host (probes use the pod address).
+  std::vector<std::string> allowed_hosts = {"localhost", "127.0.0.1", "[::1]"};
 };
+
+// Set on an error response when it says whether the request was carried out: "unknown" (it
+// may have been; see GatewayOptions::idempotency_field) or "done" (it was; only its answer
+// failed). Absent: a failed request changed nothing.
+inline constexpr char kOutcomeHeader[] = "Aijobs-Outcome";
+// With Aijobs-Outcome: unknown, the idempotency key to send the request again with.
+inline constexpr char kIdempotencyKeyHeader[] = "Aijobs-Idempotency-Key";
 
 class StreamRelay;
 
@@ -82,8 +102,11 @@ class Gateway final : public RequestHandler {
 
   struct RequestContext;
   void HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext rc);
+  struct UnaryCall;
   void CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,
                  const RouteTable::Match& match, std::unique_ptr<google::protobuf::Message> request);
+  void StartUnary(std::shared_ptr<UnaryCall> call, absl::Duration deadline);
+  void OnUnaryDone(std::shared_ptr<UnaryCall> call, grpc::Status status);
   void HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContext rc);
   void Finish(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
               HttpResponse response);
@@ -117,6 +140,11 @@ absl::string_view WebIndexHtml();
 // <style> blocks (by SHA-256 hash), requests to its own origin and data: images, and no
 // framing.
 std::string ContentSecurityPolicyFor(absl::string_view html);
+
+// Whether a request with Host header `host` (empty: none, HTTP/1.0) is served under
+// GatewayOptions::allowed_hosts `allowed`. Names compare without case and trailing dot; an
+// entry without a port matches any port.
+bool HostAllowed(absl::string_view host, const std::vector<std::string>& allowed);
 
 // True for "application/json" and "application/<x>+json", parameters (charset) allowed.
 bool IsJsonContentType(absl::string_view value);

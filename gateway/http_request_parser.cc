@@ -36,6 +36,13 @@ void RequestParser::on_request_impl(http::verb method, beast::string_view method
                                     beast::error_code& ec) {
   // "METHOD SP target SP HTTP/1.1 CRLF"
   section_bytes_ = method_string.size() + target.size() + 12;
+  request_line_done_ = true;
+  if (target.size() > kMaxTargetBytes) {
+    return Refuse(414,
+                  absl::StrCat("request target of ", target.size(), " bytes is over the limit of ",
+                               kMaxTargetBytes, " bytes"),
+                  ec);
+  }
   Guarded(ec, [&] {
     if (method == http::verb::unknown) {
       request_.method_string(method_string);
@@ -57,7 +64,7 @@ void RequestParser::on_field_impl(http::field name, beast::string_view name_stri
   section_bytes_ += name_string.size() + value.size() + 4;
   if (header_done_) {
     if (section_bytes_ > kHeaderLimitBytes) {
-      Refuse(400,
+      Refuse(431,
              absl::StrCat("request header section and trailers over the limit of ",
                           kHeaderLimitBytes, " bytes"),
              ec);
@@ -128,6 +135,16 @@ size_t RequestParser::on_body_impl(beast::string_view body, beast::error_code& e
 size_t RequestParser::on_chunk_body_impl(std::uint64_t, beast::string_view body,
                                          beast::error_code& ec) {
   return on_body_impl(body, ec);
+}
+
+
+int StatusForHeaderLimit(const RequestParser& parser, absl::string_view unparsed) {
+  // The request line was read (and its target checked): the header fields, or the trailers.
+  if (parser.request_line_done()) return 431;
+  // Beast stopped before the request line was complete: find where it ends in the buffer.
+  size_t line_end = unparsed.find("\r\n");
+  if (line_end == absl::string_view::npos || line_end > kMaxTargetBytes) return 414;
+  return 431;
 }
 
 }  // namespace aijobs::gateway

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
+
 #include "gateway/http_server.h"
 
 namespace aijobs::gateway {
@@ -27,6 +29,8 @@ inline constexpr uint32_t kHeaderLimitBytes = 16 * 1024;
 // could make one connection buffer any amount; reads stop at the cap with buffer_overflow.
 // Body bytes are consumed as they arrive and never pile up here.
 inline constexpr size_t kMaxBufferedBytes = 64 * 1024;
+// The request target (path and query) of the request line; a longer one is 414.
+inline constexpr size_t kMaxTargetBytes = 8 * 1024;
 
 // Reads one request. A request that breaks one of these rules is refused (refusal_status()
 // says how) before any body byte is read:
@@ -34,6 +38,7 @@ inline constexpr size_t kMaxBufferedBytes = 64 * 1024;
 //    (the body's length is unknowable, and guessing "no body" would read the body's bytes as
 //    the next request), chunked twice or with parameters is 400, any other coding (gzip, …)
 //    is 501, and any Transfer-Encoding in an HTTP/1.0 request is 400.
+//  - A request target over kMaxTargetBytes is 414.
 //  - An HTTP/1.1 request has exactly one Host field, an HTTP/1.0 request at most one.
 //  - Trailer fields (after a chunked body) are counted against kHeaderLimitBytes together
 //    with the header section and then dropped: a trailer never becomes a request header
@@ -50,6 +55,10 @@ class RequestParser final : public http::basic_parser<true> {
   // Non-zero when the request was refused: the HTTP status to answer and why.
   int refusal_status() const { return refusal_status_; }
   const std::string& refusal_reason() const { return refusal_reason_; }
+  // Whether the header section was read whole (what follows is body, then trailers).
+  bool header_done() const { return header_done_; }
+  // Whether the request line was read (its target is then within kMaxTargetBytes).
+  bool request_line_done() const { return request_line_done_; }
 
  private:
   void Refuse(int status, std::string reason, boost::beast::error_code& ec);
@@ -78,11 +87,17 @@ class RequestParser final : public http::basic_parser<true> {
   HttpRequest request_;
   size_t section_bytes_ = 0;
   bool header_done_ = false;
+  bool request_line_done_ = false;
   int host_fields_ = 0;
   bool has_transfer_encoding_ = false;
   std::vector<std::string> transfer_codings_;
   int refusal_status_ = 0;
   std::string refusal_reason_;
 };
+
+// The status for Beast's header_limit error: 414 when the request line itself does not fit
+// (no CRLF within kMaxTargetBytes of `unparsed`, the bytes buffered and not yet parsed),
+// else 431 (the header fields, or the trailers of a chunked body).
+int StatusForHeaderLimit(const RequestParser& parser, absl::string_view unparsed);
 
 }  // namespace aijobs::gateway

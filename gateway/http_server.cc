@@ -17,7 +17,9 @@
 #include <optional>
 
 #include "absl/container/inlined_vector.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/http_request_parser.h"
 #include "spdlog/spdlog.h"
@@ -343,10 +345,25 @@ class Session : public std::enable_shared_from_this<Session> {
       return Reject(parser_->refusal_status(), parser_->refusal_reason());
     }
     if (ec == http::error::header_limit) {
-      return Reject(400, absl::StrCat("request header section and trailers over the limit of ",
-                                      kHeaderLimitBytes, " bytes"));
+      auto unparsed = static_cast<const char*>(buffer_.data().data());
+      int status = StatusForHeaderLimit(*parser_, absl::string_view(unparsed, buffer_.size()));
+      if (status == 414) {
+        return Reject(414, absl::StrCat("request line over the limit of ", kMaxTargetBytes,
+                                        " bytes for the target"));
+      }
+      return Reject(status, absl::StrCat("request header section and trailers over the limit of ",
+                                         kHeaderLimitBytes, " bytes"));
     }
     if (ec == http::error::buffer_overflow) {  // kMaxBufferedBytes without a complete line
+      // After the last chunk ("0" CRLF) only trailer fields follow.
+      absl::string_view unparsed(static_cast<const char*>(buffer_.data().data()),
+                                 buffer_.size());
+      absl::ConsumePrefix(&unparsed, "\r\n");  // the end of the chunk before it
+      if (parser_->header_done() &&
+          (absl::StartsWith(unparsed, "0\r\n") || absl::StartsWith(unparsed, "0;"))) {
+        return Reject(431, absl::StrCat("request trailers over the limit of ",
+                                        kHeaderLimitBytes, " bytes"));
+      }
       return Reject(400, absl::StrCat("request header section and trailers over the limit of ",
                                       kHeaderLimitBytes, " bytes (or a chunk line over ",
                                       kMaxBufferedBytes, " bytes)"));

@@ -38,6 +38,9 @@ ABSL_FLAG(std::string, cors_allowed_origins, "",
 ABSL_FLAG(int64_t, sse_heartbeat_ms, 15000, "comment heartbeat interval on idle event streams");
 ABSL_FLAG(int64_t, idle_timeout_ms, 60000, "idle keep-alive connections are closed after this");
 ABSL_FLAG(bool, access_log, false, "log every request (otherwise only 5xx)");
+ABSL_FLAG(std::string, allowed_hosts, "localhost,127.0.0.1,[::1]",
+          "comma-separated Host values served (name or name:port, *.domain for subdomains, "
+          "* for any); other Hosts get 400 (DNS rebinding). Set it to the names clients use");
 
 namespace {
 
@@ -108,6 +111,16 @@ int main(int argc, char** argv) {
   }
   options.sse_heartbeat = absl::Milliseconds(absl::GetFlag(FLAGS_sse_heartbeat_ms));
   options.access_log = absl::GetFlag(FLAGS_access_log);
+  options.allowed_hosts.clear();
+  for (absl::string_view h :
+       absl::StrSplit(absl::GetFlag(FLAGS_allowed_hosts), ',', absl::SkipWhitespace())) {
+    options.allowed_hosts.emplace_back(absl::StripAsciiWhitespace(h));
+  }
+  if (options.allowed_hosts.empty()) {
+    std::cerr << "aijobs-gateway: --allowed_hosts is empty: no request could be served; "
+                 "use * to serve any Host\n";
+    return 2;
+  }
 
   absl::StatusOr<std::string> target =
       aijobs::SchedulerChannelTargetFromList(absl::GetFlag(FLAGS_scheduler));

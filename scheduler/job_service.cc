@@ -455,11 +455,18 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
     AddSubmitHttpMetadata(ctx, *job);
     reactor->Finish(grpc::Status::OK);
   };
+  // Past the caller's deadline no job is created (it has been told DEADLINE_EXCEEDED).
+  const absl::Time deadline = absl::FromChrono(ctx->deadline());
   if (nj.cache_key.empty()) {  // the common case: no lookup, straight to the batcher
-    deps_.batcher->Submit(std::move(nj), std::move(answer));
+    deps_.batcher->Submit(std::move(nj), std::move(answer), deadline);
     return reactor;
   }
-  auto lookup = [this, nj = std::move(nj), answer = std::move(answer)]() mutable {
+  auto lookup = [this, nj = std::move(nj), answer = std::move(answer), deadline]() mutable {
+    if (absl::Now() >= deadline) {
+      answer(absl::DeadlineExceededError(
+          "the call's deadline passed before the job was stored; the job was not created"));
+      return;
+    }
     auto hit = deps_.store->InsertFromCache(nj);
     if (!hit.ok()) {
       answer(hit.status());
@@ -469,7 +476,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
       answer(std::move(**hit));
       return;
     }
-    deps_.batcher->Submit(std::move(nj), std::move(answer));
+    deps_.batcher->Submit(std::move(nj), std::move(answer), deadline);
   };
   absl::Status queued = deps_.executor->TryRun(std::move(lookup));
   if (!queued.ok()) reactor->Finish(Overloaded(ctx, queued));

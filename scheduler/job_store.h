@@ -93,6 +93,10 @@ struct ListQuery {
   std::string type;
   int32_t page_size = 50;
   std::string page_token;
+  // A page stops before the job that would take its serialized jobs past this many bytes
+  // (it always holds at least one), so a page of large jobs still fits a client's receive
+  // limit (gRPC's default is 4 MiB; one job is at most about 2 MiB).
+  int64_t max_page_bytes = int64_t{2} << 20;
 };
 
 struct ListPage {

@@ -301,8 +301,14 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
   if (!r.ok()) return r.status();
   ListPage page;
   page.jobs = RowsToJobs(*r);
-  if (static_cast<int>(page.jobs.size()) > std::max(query.page_size, 1)) {
-    page.jobs.pop_back();
+  size_t keep = std::min(page.jobs.size(), static_cast<size_t>(std::max(query.page_size, 1)));
+  int64_t bytes = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    bytes += static_cast<int64_t>(page.jobs[i].ByteSizeLong());
+    if (i > 0 && bytes > query.max_page_bytes) keep = i;
+  }
+  if (keep < page.jobs.size()) {
+    page.jobs.resize(keep);
     const v1::Job& last = page.jobs.back();
     page.next_page_token = absl::StrCat(TimestampToMicros(last.created_at()), ".", last.id());
   }

@@ -14,8 +14,8 @@ SubmitBatcher::SubmitBatcher(JobStore* store, std::function<void()> on_inserted,
       max_batch_bytes_(max_batch_bytes),
       queue_(writers, max_batch, [this](std::vector<Pending>& batch) { Insert(batch); }) {}
 
-void SubmitBatcher::Submit(NewJob job, Callback done) {
-  Pending p{std::move(job), std::move(done)};
+void SubmitBatcher::Submit(NewJob job, Callback done, absl::Time deadline) {
+  Pending p{std::move(job), std::move(done), deadline};
   if (!queue_.Push(std::move(p))) {
     p.done(absl::UnavailableError("scheduler is shutting down; retry on another replica"));
   }
@@ -32,6 +32,19 @@ size_t JobBytes(const NewJob& j) {
 }  // namespace
 
 void SubmitBatcher::Insert(std::vector<Pending>& batch) {
+  // Callers who stopped waiting get no job (what is left is written below).
+  const absl::Time now = absl::Now();
+  size_t live = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].deadline <= now) {
+      batch[i].done(absl::DeadlineExceededError(
+          "the call's deadline passed before the job was stored; the job was not created"));
+      continue;
+    }
+    if (live != i) batch[live] = std::move(batch[i]);
+    ++live;
+  }
+  batch.resize(live);
   // Cut the batch into statements within the byte budget (a job larger than the budget goes
   // alone; validation caps one job's input).
   size_t begin = 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/batch_queue.h"
 #include "scheduler/job_store.h"
 
@@ -31,7 +32,11 @@ class SubmitBatcher {
   // once with UNAVAILABLE when the batcher is stopping. A transient database error
   // (UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED) reaches every caller of the batch, who may
   // retry; any other error splits the batch, so only the job the database refuses fails.
-  void Submit(NewJob job, Callback done);
+  //
+  // A job whose `deadline` (the caller's) has passed when its batch is about to be written is
+  // not stored: `done` gets DEADLINE_EXCEEDED saying so. The caller has stopped waiting, and
+  // an answer of DEADLINE_EXCEEDED must not leave a job behind that nobody knows about.
+  void Submit(NewJob job, Callback done, absl::Time deadline = absl::InfiniteFuture());
   // Answers everything queued, then stops the writers.
   void Stop() { queue_.Stop(); }
 
@@ -39,6 +44,7 @@ class SubmitBatcher {
   struct Pending {
     NewJob job;
     Callback done;
+    absl::Time deadline;
   };
   void Insert(std::vector<Pending>& batch);
   // Inserts batch[begin, end) in one statement, splitting it on a non-transient error.

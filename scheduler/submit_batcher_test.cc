@@ -287,5 +287,28 @@ TEST(SubmitBatcherTest, StopAnswersQueuedSubmitsThenRefusesNewOnes) {
   EXPECT_EQ(late.code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(SubmitBatcherTest, JobWhoseCallerStoppedWaitingIsNotCreated) {
+  GatedJobStore store;
+  SubmitBatcher batcher(&store, nullptr, /*writers=*/1);
+  Answers answers(3);
+  // The first batch blocks the only writer; the next two wait behind it, one of them with a
+  // deadline that passes meanwhile.
+  batcher.Submit(MakeJob(), answers.For(0));
+  ASSERT_TRUE(store.WaitForCalls(1));
+  batcher.Submit(MakeJob(), answers.For(1), absl::Now() + absl::Milliseconds(20));
+  batcher.Submit(MakeJob(), answers.For(2), absl::Now() + absl::Hours(1));
+  absl::SleepFor(absl::Milliseconds(50));
+  store.OpenGate();
+  ASSERT_TRUE(answers.WaitAll());
+  EXPECT_TRUE(answers.Get(0).ok());
+  absl::Status late = answers.Get(1).status();
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded) << late;
+  EXPECT_THAT(std::string(late.message()), ::testing::HasSubstr("was not created"));
+  EXPECT_TRUE(answers.Get(2).ok());
+  batcher.Stop();
+  // The expired job never reached the store: the second statement held only the live one.
+  EXPECT_THAT(store.batch_sizes(), ElementsAre(1u, 1u));
+}
+
 }  // namespace
 }  // namespace aijobs::scheduler

@@ -414,9 +414,9 @@ TEST_F(GatewayTest, OperationalEndpoints) {
 TEST_F(GatewayTest, KeepAliveServesPipelinedRequestsInOrder) {
   ASSERT_NO_FATAL_FAILURE(Up());
   std::string raw =
-      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-      "GET /v1/jobs/7d0b3c1e-1b7e-4d8e-9a51-0c8a3a8f2a11 HTTP/1.1\r\nHost: x\r\n\r\n"
-      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+      "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+      "GET /v1/jobs/7d0b3c1e-1b7e-4d8e-9a51-0c8a3a8f2a11 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   std::string out = RawHttpExchange(gateway_port(), raw, 3);
   size_t first = out.find("HTTP/1.1 200");
   size_t second = out.find("HTTP/1.1 404");

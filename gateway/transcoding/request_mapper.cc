@@ -1,10 +1,13 @@
 #include "gateway/transcoding/request_mapper.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -287,7 +290,7 @@ absl::Status ApplyBody(const Route& route, absl::string_view body, const JsonOpt
                      " takes no request body; send the request fields as query parameters"));
   }
   if (trimmed.empty()) return absl::OkStatus();
-  if (absl::Status s = CheckJsonDepth(trimmed); !s.ok()) return s;
+  if (absl::Status s = CheckJsonShape(trimmed); !s.ok()) return s;
   google::protobuf::util::JsonParseOptions parse;
   parse.ignore_unknown_fields = options.lenient;
   std::string json(trimmed.data(), trimmed.size());
@@ -353,35 +356,134 @@ absl::Status ApplyBindings(const std::vector<VariableBinding>& bindings, Message
 
 }  // namespace
 
-absl::Status CheckJsonDepth(absl::string_view json, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;  // skip the escaped character: \" does not end the string
-      } else if (c == '"') {
-        in_string = false;
-      }
+namespace {
+
+// Appends code point `cp` to `out` as UTF-8.
+void AppendUtf8(uint32_t cp, std::string* out) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Four hex digits at s[at..at+4) as a number, or -1.
+int32_t Hex4(absl::string_view s, size_t at) {
+  if (at + 4 > s.size()) return -1;
+  int32_t v = 0;
+  for (size_t i = at; i < at + 4; ++i) {
+    char c = s[i];
+    int d = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+// The text of a JSON string's contents (between its quotes), escapes decoded, so that
+// "a\u0062" and "ab" are the same key. A malformed escape is kept as written: the JSON
+// parser refuses it later.
+std::string UnescapeJsonString(absl::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\\' || i + 1 >= raw.size()) {
+      out.push_back(raw[i]);
       continue;
     }
-    switch (c) {
-      case '"':
-        in_string = true;
+    char e = raw[++i];
+    switch (e) {
+      case 'b': out.push_back('\b'); break;
+      case 'f': out.push_back('\f'); break;
+      case 'n': out.push_back('\n'); break;
+      case 'r': out.push_back('\r'); break;
+      case 't': out.push_back('\t'); break;
+      case 'u': {
+        int32_t hi = Hex4(raw, i + 1);
+        if (hi < 0) {
+          absl::StrAppend(&out, "\\u");
+          break;
+        }
+        i += 4;
+        uint32_t cp = static_cast<uint32_t>(hi);
+        if (hi >= 0xD800 && hi < 0xDC00 && i + 2 < raw.size() && raw[i + 1] == '\\' &&
+            raw[i + 2] == 'u') {
+          int32_t lo = Hex4(raw, i + 3);
+          if (lo >= 0xDC00 && lo < 0xE000) {
+            cp = 0x10000 + ((static_cast<uint32_t>(hi) - 0xD800) << 10) +
+                 (static_cast<uint32_t>(lo) - 0xDC00);
+            i += 6;
+          }
+        }
+        AppendUtf8(cp, &out);
         break;
+      }
+      default: out.push_back(e); break;  // \" \\ \/ (and anything the parser will refuse)
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status CheckJsonShape(absl::string_view json, int max_depth) {
+  struct Level {
+    bool object;
+    bool expect_key;
+    absl::flat_hash_set<std::string> keys;
+  };
+  std::vector<Level> levels;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    switch (c) {
+      case '"': {
+        const size_t begin = i + 1;
+        size_t end = begin;
+        while (end < json.size() && json[end] != '"') end += json[end] == '\\' ? 2 : 1;
+        i = end;  // the closing quote (or past the end: the parser reports it)
+        if (levels.empty() || !levels.back().object || !levels.back().expect_key) break;
+        levels.back().expect_key = false;
+        std::string key =
+            UnescapeJsonString(json.substr(begin, std::min(end, json.size()) - begin));
+        if (!levels.back().keys.insert(key).second) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "invalid JSON request body: key \"", aijobs::Utf8Prefix(key, 64),
+              "\" appears twice in one object (at byte ", begin - 1, ")"));
+        }
+        break;
+      }
       case '{':
       case '[':
-        if (++depth > max_depth) {
+        if (static_cast<int>(levels.size()) >= max_depth) {
           return absl::InvalidArgumentError(absl::StrCat(
               "invalid JSON request body: objects and arrays nest deeper than the maximum "
               "depth of ",
               max_depth, " levels (at byte ", i, ")"));
         }
+        levels.push_back(Level{c == '{', c == '{', {}});
         break;
       case '}':
       case ']':
-        if (depth > 0) --depth;
+        if (!levels.empty()) levels.pop_back();
+        break;
+      case ',':
+        if (!levels.empty() && levels.back().object) levels.back().expect_key = true;
+        break;
+      case ':':
+        if (!levels.empty()) levels.back().expect_key = false;
         break;
       default:
         break;

@@ -25,11 +25,12 @@ namespace aijobs::gateway {
 // so deeper bodies are refused by a linear scan before it sees them.
 inline constexpr int kMaxJsonDepth = 32;
 
-// Returns INVALID_ARGUMENT (naming the limit and where it was crossed) when `json` nests
-// objects and arrays deeper than `max_depth` levels, else OK. One pass, no allocation;
-// brackets inside strings do not count. It does not validate JSON: malformed input that stays
-// within the depth is left to the JSON parser, which reports it properly.
-absl::Status CheckJsonDepth(absl::string_view json, int max_depth = kMaxJsonDepth);
+// Returns INVALID_ARGUMENT, saying what and where, when `json` nests objects and arrays
+// deeper than `max_depth` levels or repeats a key within one object (keys compared after
+// their escapes are decoded: protobuf's parser would merge or overwrite the two silently),
+// else OK. One linear pass; brackets inside strings do not count. It does not validate
+// JSON: malformed input is left to the JSON parser, which reports it properly.
+absl::Status CheckJsonShape(absl::string_view json, int max_depth = kMaxJsonDepth);
 
 struct JsonOptions {
   // Accept (and drop) unknown JSON fields and unknown query parameters instead of answering
@@ -47,7 +48,8 @@ struct JsonOptions {
 //  - body "*": the body is the request message's JSON; body "field": the body is that
 //    field's JSON; no body: the body must be empty (whitespace only is treated as empty).
 //    An empty body with body "*"/"field" leaves the fields unset. A body nested deeper than
-//    kMaxJsonDepth is INVALID_ARGUMENT before the JSON parser sees it.
+//    kMaxJsonDepth, or with a key twice in one object, is INVALID_ARGUMENT before the JSON
+//    parser sees it.
 //  - query (after '?', still encoded; '+' is a space): every field not bound by the path or
 //    the body, by proto name or json name, nested with dots (?sub.subfield=x), repeated by
 //    repetition (?tag=a&tag=b), enums by name or number, bools true/false/1/0, 64-bit ints

@@ -334,19 +334,42 @@ TEST(ParseQueryStringTest, DecodesKeysAndValues) {
 // `levels` nested arrays: "[[[...]]]".
 std::string NestedArrays(int levels) { return std::string(levels, '[') + std::string(levels, ']'); }
 
-TEST(CheckJsonDepthTest, CountsObjectsAndArraysTogetherAndIgnoresBracketsInStrings) {
-  EXPECT_TRUE(CheckJsonDepth("", 2).ok());
-  EXPECT_TRUE(CheckJsonDepth(R"({"a":[1,{"b":2}],"c":[]})", 3).ok());
-  EXPECT_FALSE(CheckJsonDepth(R"({"a":[1,{"b":2}],"c":[]})", 2).ok());
+TEST(CheckJsonShapeTest, CountsObjectsAndArraysTogetherAndIgnoresBracketsInStrings) {
+  EXPECT_TRUE(CheckJsonShape("", 2).ok());
+  EXPECT_TRUE(CheckJsonShape(R"({"a":[1,{"b":2}],"c":[]})", 3).ok());
+  EXPECT_FALSE(CheckJsonShape(R"({"a":[1,{"b":2}],"c":[]})", 2).ok());
   // Siblings do not add up; only the depth counts.
-  EXPECT_TRUE(CheckJsonDepth("[[],[],[[]],[]]", 3).ok());
+  EXPECT_TRUE(CheckJsonShape("[[],[],[[]],[]]", 3).ok());
   // Brackets inside strings, also after escaped quotes and backslashes, are text.
-  EXPECT_TRUE(CheckJsonDepth(R"({"a":"[[[{{{","b":"\"[[[","c":"\\","d":"[[["})", 1).ok());
-  EXPECT_FALSE(CheckJsonDepth(R"({"a":"\\",["x"]})", 1).ok());
-  absl::Status s = CheckJsonDepth(NestedArrays(kMaxJsonDepth + 1));
+  EXPECT_TRUE(CheckJsonShape(R"({"a":"[[[{{{","b":"\"[[[","c":"\\","d":"[[["})", 1).ok());
+  EXPECT_FALSE(CheckJsonShape(R"({"a":"\\",["x"]})", 1).ok());
+  absl::Status s = CheckJsonShape(NestedArrays(kMaxJsonDepth + 1));
   ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Msg(s), HasSubstr("maximum depth of 32 levels"));
-  EXPECT_TRUE(CheckJsonDepth(NestedArrays(kMaxJsonDepth)).ok());
+  EXPECT_TRUE(CheckJsonShape(NestedArrays(kMaxJsonDepth)).ok());
+}
+
+TEST(CheckJsonShapeTest, RefusesAKeyTwiceInOneObjectAfterDecodingEscapes) {
+  absl::Status s = CheckJsonShape(R"({"type":"chat","input":{"a":1},"input":{"b":2}})");
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(s), HasSubstr("key \"input\" appears twice"));
+  // The same key spelt with escapes is the same key.
+  EXPECT_FALSE(CheckJsonShape(R"({"ab":1,"a\u0062":2})").ok());
+  EXPECT_FALSE(CheckJsonShape(R"({"\ud83d\ude00":1,"😀":2})").ok());
+  EXPECT_FALSE(CheckJsonShape(R"({"x":{"k":1,"k":2}})").ok());
+  // The same key in different objects, a key equal to a value, and keys that differ are fine.
+  EXPECT_TRUE(CheckJsonShape(R"({"a":{"k":1},"b":{"k":2},"c":[{"k":1},{"k":2}]})").ok());
+  EXPECT_TRUE(CheckJsonShape(R"({"a":"b","b":"a","k":["k","k"]})").ok());
+  EXPECT_TRUE(CheckJsonShape(R"({"a\"":1,"a":2,"a\\":3})").ok());
+}
+
+TEST_F(RequestMapperTest, DuplicateKeyInABodyIsRejectedNotMerged) {
+  const Route& route = RouteOf("POST", "/v1/jobs");
+  aijobs::v1::SubmitJobRequest submit;
+  absl::Status s = BuildRequest(
+      route, {}, "", R"({"type":"chat","input":{"a":1},"input":{"b":2}})", {}, &submit);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(Msg(s), HasSubstr("\"input\" appears twice"));
 }
 
 TEST_F(RequestMapperTest, BodyNestedBeyondTheMaximumDepthIsRejectedBeforeParsing) {
