@@ -255,6 +255,134 @@ BENCHMARK(BM_EndToEnd_NoopLLM)
     ->Unit(benchmark::kMillisecond);
 
 // ---------------------------------------------------------------------------------------
+// The real-client pattern (issue 13): `producers` open-loop threads each submit a job with
+// one SubmitJob, open its own WatchJob at once (a separate call, as the SDK's --wait, the
+// gateway's SSE and a web page do) and go on to the next without waiting; a job counts as
+// completed when its watcher has received the final event. 2 workers x 256 slots, no-op
+// handler, fresh database, default scheduler flags.
+
+void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
+  const int producers = static_cast<int>(state.range(0));
+  const int total = Scaled(static_cast<int>(state.range(1)), 200);
+  Cluster* c = SetUp(state);
+  if (c == nullptr) return;
+  const v1::SubmitJobRequest request = SimChatRequest(kNoopSim);
+
+  struct Tracked {
+    absl::Time t0;
+    absl::Time started = absl::InfinitePast();  // the job's started_at (scheduler clock)
+    absl::Time final_seen = absl::InfinitePast();
+    bool succeeded = false;
+  };
+  std::vector<Tracked> tracked(total);
+  SubmitRun run;
+  CpuUse cpu0, cpu1;
+  absl::Time last_seen;
+  int completed = 0;
+  for (auto _ : state) {
+    c->StopWorkers();
+    if (!Check(state, c->ResetJobs(), "reset")) return;
+    if (!Check(state, c->StartWorkers(2, 256), "workers")) return;
+    if (!Check(state, c->AllFinished().status(), "warm-up")) return;
+
+    absl::Mutex mu;
+    absl::CondVar all_done;
+    int finals = 0;
+    std::vector<std::unique_ptr<AsyncWatcher>> watchers;
+    watchers.reserve(total);
+    cpu0 = c->Cpu();
+    run = RunSubmitters(
+        c->client(), request, total, producers, [&](int index, const v1::Job& job, absl::Time t0) {
+          Tracked* t = &tracked[index];
+          t->t0 = t0;
+          auto w = std::make_unique<AsyncWatcher>(
+              c->stub(), job.id(), [t, total, &mu, &finals, &all_done](const v1::JobEvent& e,
+                                                               absl::Time received) {
+                if (!e.has_final_job()) return;
+                t->final_seen = received;
+                t->succeeded = e.final_job().state() == v1::SUCCEEDED;
+                t->started = FromProtoTimestamp(e.final_job().started_at());
+                absl::MutexLock lock(&mu);
+                if (++finals == total) all_done.SignalAll();
+              });
+          absl::MutexLock lock(&mu);
+          watchers.push_back(std::move(w));
+        });
+    if (run.errors > 0) {
+      state.SkipWithError(absl::StrCat(run.errors, " submits failed: ", run.first_error).c_str());
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu);
+      absl::Time deadline = absl::Now() + absl::Seconds(Scaled(900, 60));
+      while (finals < total && !all_done.WaitWithDeadline(&mu, deadline)) {
+      }
+    }
+    cpu1 = c->Cpu();
+    watchers.clear();
+    completed = 0;
+    last_seen = run.start;
+    for (const Tracked& t : tracked) {
+      if (!t.succeeded) continue;
+      ++completed;
+      last_seen = std::max(last_seen, t.final_seen);
+    }
+    state.SetIterationTime(absl::ToDoubleSeconds(last_seen - run.start));
+    c->StopWorkers();
+  }
+  if (completed != total) {
+    state.SkipWithError(absl::StrCat(completed, " of ", total, " jobs seen SUCCEEDED").c_str());
+    return;
+  }
+  std::vector<double> start_ms, final_ms;
+  // Completions per 1-second bucket since the first submit.
+  std::vector<int> buckets(static_cast<size_t>(absl::ToDoubleSeconds(last_seen - run.start)) + 1);
+  for (const Tracked& t : tracked) {
+    start_ms.push_back(absl::ToDoubleMilliseconds(t.started - t.t0));
+    final_ms.push_back(absl::ToDoubleMilliseconds(t.final_seen - t.t0));
+    ++buckets[static_cast<size_t>(absl::ToDoubleSeconds(t.final_seen - run.start))];
+  }
+  const double wall_s = absl::ToDoubleSeconds(last_seen - run.start);
+  state.counters["jobs"] = total;
+  state.counters["jobs_per_s"] = total / wall_s;
+  state.counters["submit_jobs_per_s"] = total / absl::ToDoubleSeconds(run.end - run.start);
+  LatencySummary submit = Summarize(run.latencies_ms), started = Summarize(start_ms),
+                 seen = Summarize(final_ms);
+  state.counters["submit_p50_ms"] = submit.p50_ms;
+  state.counters["submit_p99_ms"] = submit.p99_ms;
+  state.counters["to_start_p50_ms"] = started.p50_ms;
+  state.counters["to_start_p99_ms"] = started.p99_ms;
+  state.counters["to_final_p50_ms"] = seen.p50_ms;
+  state.counters["to_final_p99_ms"] = seen.p99_ms;
+  // Flatness: the mean rate of the first and the last 5 full seconds (when the run is long
+  // enough to have both), and the whole series on stderr.
+  const size_t full = buckets.size() - 1;  // the last bucket is partial
+  if (full >= 10) {
+    double first = 0, last = 0;
+    for (size_t i = 0; i < 5; ++i) {
+      first += buckets[i];
+      last += buckets[full - 5 + i];
+    }
+    state.counters["first5s_per_s"] = first / 5;
+    state.counters["last5s_per_s"] = last / 5;
+    state.counters["last_over_first"] = last / first;
+  }
+  std::string series;
+  for (size_t i = 0; i < buckets.size(); ++i) absl::StrAppend(&series, i ? " " : "", buckets[i]);
+  fprintf(stderr, "BM_SubmitAndWatchEveryJob/%d/%d completions per second: %s\n", producers,
+          total, series.c_str());
+  state.counters["rss_mib"] = SchedulerRssMiB(c);
+  ReportCpu(state, cpu0, cpu1, last_seen - run.start);
+}
+BENCHMARK(BM_SubmitAndWatchEveryJob)
+    ->ArgNames({"producers", "jobs"})
+    ->Args({64, 20000})
+    ->Args({64, 200000})
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------------------------------
 
 void BM_IdleLatency(benchmark::State& state) {
   Cluster* c = SetUp(state);
