@@ -233,6 +233,34 @@ absl::Status Cluster::ResetJobs() {
   return a.ok() ? absl::OkStatus() : a.status();
 }
 
+absl::Status Cluster::ResetStatementStats() {
+  auto conn = pg::Connection::Open(pg_->conninfo(), 0);
+  if (!conn.ok()) return conn.status();
+  auto e = (*conn)->Exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+  if (!e.ok()) return e.status();
+  auto r = (*conn)->Exec("SELECT pg_stat_statements_reset()");
+  return r.ok() ? absl::OkStatus() : r.status();
+}
+
+absl::StatusOr<std::string> Cluster::TopStatements(int n) {
+  auto conn = pg::Connection::Open(pg_->conninfo(), 0);
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Exec(absl::StrCat(
+      "SELECT calls, round(total_exec_time)::int8, round(mean_exec_time * 1000)::int8, "
+      "shared_blks_hit + shared_blks_read, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
+      "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = "
+      "current_database()) ORDER BY total_exec_time DESC LIMIT ",
+      n));
+  if (!r.ok()) return r.status();
+  std::string out = "| calls | total ms | mean us | buffers | rows | statement |\n|---|---|---|---|---|---|\n";
+  for (int i = 0; i < r->rows(); ++i) {
+    absl::StrAppend(&out, "| ", r->GetInt(i, 0), " | ", r->GetInt(i, 1), " | ", r->GetInt(i, 2),
+                    " | ", r->GetInt(i, 3), " | ", r->GetInt(i, 4), " | `", r->GetString(i, 5),
+                    "` |\n");
+  }
+  return out;
+}
+
 absl::Status Cluster::StartWorkers(int count, int slots) {
   StopWorkers();
   for (int i = 0; i < count; ++i) {

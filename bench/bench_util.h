@@ -77,6 +77,10 @@ class Cluster {
   // Empties jobs and job_events (TRUNCATE) so each benchmark starts from an empty queue.
   // Call with no worker connected.
   absl::Status ResetJobs();
+  // pg_stat_statements: resets its counters (creating the extension on first use), and the
+  // top `n` statements of this database by total execution time as a Markdown table.
+  absl::Status ResetStatementStats();
+  absl::StatusOr<std::string> TopStatements(int n);
   // Kills the scheduler and starts a fresh one (clean RSS baseline).
   absl::Status RestartScheduler();
   // Starts `count` aijobs-worker processes with `slots` each and waits until every one is

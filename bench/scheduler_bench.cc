@@ -279,6 +279,8 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
   CpuUse cpu0, cpu1;
   absl::Time last_seen;
   int completed = 0;
+  int watch_retries = 0;
+  std::string first_watch_error;
   for (auto _ : state) {
     c->StopWorkers();
     if (!Check(state, c->ResetJobs(), "reset")) return;
@@ -286,37 +288,59 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
     if (!Check(state, c->AllFinished().status(), "warm-up")) return;
 
     absl::Mutex mu;
-    absl::CondVar all_done;
     int finals = 0;
-    std::vector<std::unique_ptr<AsyncWatcher>> watchers;
-    watchers.reserve(total);
+    // Per job: its watcher (null once it ended without the final event: a refused watch is
+    // opened again, as a client would).
+    std::vector<std::unique_ptr<AsyncWatcher>> watchers(total);
+    std::vector<std::string> ids(total);
+    watch_retries = 0;
+    auto watch = [&](int index) {
+      Tracked* t = &tracked[index];
+      return std::make_unique<AsyncWatcher>(
+          c->stub(), ids[index], [t, &mu, &finals](const v1::JobEvent& e, absl::Time received) {
+            if (!e.has_final_job()) return;
+            absl::MutexLock lock(&mu);
+            if (t->final_seen != absl::InfinitePast()) return;  // seen by an earlier watch
+            t->final_seen = received;
+            t->succeeded = e.final_job().state() == v1::SUCCEEDED;
+            t->started = FromProtoTimestamp(e.final_job().started_at());
+            ++finals;
+          });
+    };
+    if (!Check(state, c->ResetStatementStats(), "pg_stat_statements")) return;
     cpu0 = c->Cpu();
     run = RunSubmitters(
         c->client(), request, total, producers, [&](int index, const v1::Job& job, absl::Time t0) {
-          Tracked* t = &tracked[index];
-          t->t0 = t0;
-          auto w = std::make_unique<AsyncWatcher>(
-              c->stub(), job.id(), [t, total, &mu, &finals, &all_done](const v1::JobEvent& e,
-                                                               absl::Time received) {
-                if (!e.has_final_job()) return;
-                t->final_seen = received;
-                t->succeeded = e.final_job().state() == v1::SUCCEEDED;
-                t->started = FromProtoTimestamp(e.final_job().started_at());
-                absl::MutexLock lock(&mu);
-                if (++finals == total) all_done.SignalAll();
-              });
+          tracked[index].t0 = t0;
+          ids[index] = job.id();
+          auto w = watch(index);
           absl::MutexLock lock(&mu);
-          watchers.push_back(std::move(w));
+          watchers[index] = std::move(w);
         });
     if (run.errors > 0) {
       state.SkipWithError(absl::StrCat(run.errors, " submits failed: ", run.first_error).c_str());
       return;
     }
-    {
-      absl::MutexLock lock(&mu);
-      absl::Time deadline = absl::Now() + absl::Seconds(Scaled(900, 60));
-      while (finals < total && !all_done.WaitWithDeadline(&mu, deadline)) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(Scaled(900, 60));
+    while (absl::Now() < deadline) {
+      {
+        absl::MutexLock lock(&mu);
+        if (finals == total) break;
       }
+      for (int i = 0; i < total; ++i) {
+        AsyncWatcher* w;
+        {
+          absl::MutexLock lock(&mu);
+          if (tracked[i].final_seen != absl::InfinitePast()) continue;
+          w = watchers[i].get();
+        }
+        if (!w->WaitDone(absl::ZeroDuration())) continue;
+        if (watch_retries++ == 0) first_watch_error = w->status().error_message();
+        auto again = watch(i);
+        absl::MutexLock lock(&mu);
+        watchers[i] = std::move(again);
+      }
+      absl::SleepFor(absl::Milliseconds(50));
     }
     cpu1 = c->Cpu();
     watchers.clear();
@@ -331,8 +355,17 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
     c->StopWorkers();
   }
   if (completed != total) {
-    state.SkipWithError(absl::StrCat(completed, " of ", total, " jobs seen SUCCEEDED").c_str());
+    state.SkipWithError(absl::StrCat(completed, " of ", total, " jobs seen SUCCEEDED; ",
+                                     watch_retries, " watches reopened, first: ",
+                                     first_watch_error)
+                            .c_str());
     return;
+  }
+  // Watches the scheduler refused (RESOURCE_EXHAUSTED) or that failed, and were reopened.
+  state.counters["watch_reopened"] = watch_retries;
+  if (watch_retries > 0) {
+    fprintf(stderr, "BM_SubmitAndWatchEveryJob: %d watches reopened, first error: %s\n",
+            watch_retries, first_watch_error.c_str());
   }
   std::vector<double> start_ms, final_ms;
   // Completions per 1-second bucket since the first submit.
@@ -373,6 +406,11 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
           total, series.c_str());
   state.counters["rss_mib"] = SchedulerRssMiB(c);
   ReportCpu(state, cpu0, cpu1, last_seen - run.start);
+  if (!SmokeMode()) {
+    absl::StatusOr<std::string> top = c->TopStatements(8);
+    fprintf(stderr, "BM_SubmitAndWatchEveryJob/%d/%d top statements:\n%s\n", producers, total,
+            top.ok() ? top->c_str() : top.status().ToString().c_str());
+  }
 }
 BENCHMARK(BM_SubmitAndWatchEveryJob)
     ->ArgNames({"producers", "jobs"})

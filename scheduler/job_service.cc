@@ -180,7 +180,15 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::JobEvent>,
   void OnDone() override;
 
  private:
+  // The replay: reads pages of stored events from the cursor (ReadDatabase) or from `after`
+  // (ReadPagesFrom) until one is not full. `first`: an error finishes the call.
   void ReadDatabase(bool first);
+  void ReadPagesFrom(int64_t after, bool first);
+  // The first page when it came from the watch read batcher.
+  void OnFirstPage(absl::StatusOr<EventPage> page);
+  // Delivers one page; true when another page must be read after *after.
+  bool ApplyPageLocked(const absl::StatusOr<EventPage>& page, bool first, int64_t* after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void EnqueueLocked(const v1::JobEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (ended_ || event.seq() <= cursor_) return;
@@ -315,12 +323,21 @@ absl::Status WatchStream::Start(std::shared_ptr<WatchStream> self) {
   self_ = self;
   registry_->Add(self);
   std::vector<v1::JobEvent> buffered = deps_->hub->Subscribe(job_id_, self);
+  int64_t after;
   {
     absl::MutexLock lock(&mu_);
     early_.insert(early_.begin(), buffered.begin(), buffered.end());
     reading_ = true;
+    after = cursor_;
   }
-  absl::Status queued = WatchLane(*deps_)->TryRun([self] { self->ReadDatabase(true); });
+  absl::Status queued;
+  if (deps_->watch_reads != nullptr) {
+    queued = deps_->watch_reads->Read(
+        EventQuery{caller_, job_id_, after},
+        [self](absl::StatusOr<EventPage> page) { self->OnFirstPage(std::move(page)); });
+  } else {
+    queued = WatchLane(*deps_)->TryRun([self] { self->ReadDatabase(true); });
+  }
   if (!queued.ok()) {
     absl::MutexLock lock(&mu_);
     reading_ = false;
@@ -342,6 +359,27 @@ void WatchStream::Poll() {
   }
 }
 
+void WatchStream::OnFirstPage(absl::StatusOr<EventPage> page) {
+  int64_t after = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_) {
+      reading_ = false;
+      return;
+    }
+    if (!ApplyPageLocked(page, /*first=*/true, &after)) return;
+  }
+  // A full page (a long history): the rest is read on the watch lane, one page at a time.
+  auto self = shared_from_this();
+  absl::Status queued =
+      WatchLane(*deps_)->TryRun([self, after] { self->ReadPagesFrom(after, true); });
+  if (!queued.ok()) {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    FinishLocked(ToClientStatus(queued));
+  }
+}
+
 void WatchStream::ReadDatabase(bool first) {
   int64_t after;
   {
@@ -352,39 +390,48 @@ void WatchStream::ReadDatabase(bool first) {
       return;
     }
   }
+  ReadPagesFrom(after, first);
+}
+
+void WatchStream::ReadPagesFrom(int64_t after, bool first) {
   while (true) {
     auto page = deps_->store->ReadEvents(caller_, job_id_, after, kEventPage);
     absl::MutexLock lock(&mu_);
-    if (!page.ok()) {
-      reading_ = false;
-      // The call may have finished meanwhile (the client cancelled): FinishLocked finishes it
-      // at most once.
-      if (first || page.status().code() == absl::StatusCode::kNotFound) {
-        FinishLocked(ToClientStatus(page.status()));
-      }
-      return;
-    }
-    for (const auto& e : page->events) EnqueueLocked(e);
-    if (page->more && !page->events.empty()) {
-      after = page->events.back().seq();
-      continue;
-    }
-    if (!replayed_) {
-      replayed_ = true;
-      std::sort(early_.begin(), early_.end(),
-                [](const v1::JobEvent& a, const v1::JobEvent& b) { return a.seq() < b.seq(); });
-      for (const auto& e : early_) EnqueueLocked(e);
-      early_.clear();
-    }
-    // A finished job whose final event precedes after_seq: nothing more will come.
-    if (!ended_ && IsTerminal(page->job.state()) && cursor_ >= page->job.last_seq()) {
-      ended_ = true;
-      FinishLocked(grpc::Status::OK);
-    }
-    last_activity_ = absl::Now();
-    reading_ = false;
-    return;
+    if (!ApplyPageLocked(page, first, &after)) return;
   }
+}
+
+bool WatchStream::ApplyPageLocked(const absl::StatusOr<EventPage>& page, bool first,
+                                  int64_t* after) {
+  if (!page.ok()) {
+    reading_ = false;
+    // The call may have finished meanwhile (the client cancelled): FinishLocked finishes it
+    // at most once.
+    if (first || page.status().code() == absl::StatusCode::kNotFound) {
+      FinishLocked(ToClientStatus(page.status()));
+    }
+    return false;
+  }
+  for (const auto& e : page->events) EnqueueLocked(e);
+  if (page->more && !page->events.empty()) {
+    *after = page->events.back().seq();
+    return true;
+  }
+  if (!replayed_) {
+    replayed_ = true;
+    std::sort(early_.begin(), early_.end(),
+              [](const v1::JobEvent& a, const v1::JobEvent& b) { return a.seq() < b.seq(); });
+    for (const auto& e : early_) EnqueueLocked(e);
+    early_.clear();
+  }
+  // A finished job whose final event precedes after_seq: nothing more will come.
+  if (!ended_ && IsTerminal(page->job.state()) && cursor_ >= page->job.last_seq()) {
+    ended_ = true;
+    FinishLocked(grpc::Status::OK);
+  }
+  last_activity_ = absl::Now();
+  reading_ = false;
+  return false;
 }
 
 void WatchStream::OnDone() {

@@ -27,6 +27,7 @@
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/job_store.h"
+#include "scheduler/watch_read_batcher.h"
 #include "scheduler/job_type_registry.h"
 #include "scheduler/submit_batcher.h"
 #include "scheduler/validation.h"
@@ -43,6 +44,8 @@ struct JobServiceDeps {
   // WatchJob's replays and re-reads, apart so a burst of watches cannot delay unary calls
   // (may be null: `executor` serves them too).
   Executor* watch_executor = nullptr;
+  // Groups the first read of new watches (null: each reads on the watch lane on its own).
+  WatchReadBatcher* watch_reads = nullptr;
   JobTypeRegistry* types;
   // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
   CacheAdvertRegistry* cache_adverts = nullptr;

@@ -87,6 +87,12 @@ struct EventPage {
   bool more = false;  // the page was full: read again after the last seq
 };
 
+struct EventQuery {
+  Caller caller;
+  std::string job_id;
+  int64_t after_seq = 0;
+};
+
 struct ListQuery {
   Caller caller;
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
@@ -174,6 +180,19 @@ class JobStore {
   // ended. NOT_FOUND when the job does not exist for the caller's tenant.
   virtual absl::StatusOr<EventPage> ReadEvents(const Caller& caller, const std::string& id,
                                                int64_t after_seq, int limit) = 0;
+
+  // ReadEvents for many jobs at once (the replays of a burst of new watches): one result per
+  // query, in order, each as ReadEvents would answer it; the outer status is a failure of the
+  // whole read. This default asks ReadEvents one query at a time.
+  virtual absl::StatusOr<std::vector<absl::StatusOr<EventPage>>> ReadEventsBatch(
+      const std::vector<EventQuery>& queries, int limit) {
+    std::vector<absl::StatusOr<EventPage>> out;
+    out.reserve(queries.size());
+    for (const EventQuery& q : queries) {
+      out.push_back(ReadEvents(q.caller, q.job_id, q.after_seq, limit));
+    }
+    return out;
+  }
 
   // For each existing job of `job_ids`, the highest seq stored for it (transitions and
   // output). One cheap statement for many jobs: how watchers learn, without reading events,

@@ -106,6 +106,19 @@ CREATE INDEX jobs_queue_expiry ON jobs ((aijobs_us(run_after) + queue_timeout_ms
   WHERE state = 1 AND queue_timeout_ms > 0;
 CREATE INDEX worker_types_last_seen ON worker_types (last_seen);
 )sql"},
+      // Queue churn: every job is updated 2-3 times within seconds of its insert, so the
+      // default thresholds (20 % of the table) leave the partial queue and lease indexes full
+      // of entries for rows that have left that state, and the planner without statistics.
+      // Vacuum and analyse after a fixed amount of churn instead, unthrottled.
+      {4, R"sql(
+ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 2000,
+  autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 2000,
+  autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 2000,
+  autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE job_events SET (autovacuum_vacuum_scale_factor = 0.05,
+  autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05,
+  autovacuum_vacuum_cost_delay = 0);
+)sql"},
   };
   return *migrations;
 }

@@ -104,10 +104,15 @@ class DeltaArrays {
 
 // Inserts the rows of CTE or table `src` (columns d_id, d_seq, d_attempt, d_payload, d_time)
 // for attempts still RUNNING; a repeated row (same job and seq) is skipped.
+// "state + 0 = 2" rather than "state = 2" in the statements that find rows by id: it keeps
+// the planner off the partial index jobs_running_lease (WHERE state = 2), which with the
+// statistics of a young table it prefers to the primary key, and which then walks every
+// entry of a running job not yet vacuumed away.
 #define INSERT_DELTAS(src)                                                                     \
   "INSERT INTO job_events (job_id, seq, kind, attempt, payload, time) SELECT d_id, d_seq, 2, " \
   "d_attempt, d_payload, 'epoch'::timestamptz + d_time * interval '1 microsecond' FROM " src   \
-  " JOIN jobs j ON j.id = d_id AND j.attempt = d_attempt AND j.state = 2 ON CONFLICT DO NOTHING"
+  " JOIN jobs j ON j.id = d_id AND j.attempt = d_attempt AND j.state + 0 = 2 "                 \
+  "ON CONFLICT DO NOTHING"
 
 // The next seq for a transition made without the running replica's counter: past every
 // stored event, so it never collides with flushed output. When the job is RUNNING, also past
@@ -251,16 +256,40 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
   return out;
 }
 
+namespace {
+
+// The caller's job `id`, found by primary key alone: the tenant is compared on the row. (With
+// "AND tenant_id = $2" in the statement the cached generic plan may walk jobs_list, tenant
+// first, whose cost grows with the tenant's history.) Another tenant's job is NOT_FOUND,
+// exactly like a missing one.
+absl::StatusOr<v1::Job> SelectJob(pg::Connection& conn, const Caller& caller,
+                                  const std::string& id) {
+  Params p;
+  p.Add(id);
+  auto r = conn.ExecPrepared("get_job", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::uuid", p);
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(JobNotFound(id));
+  v1::Job job = RowToJob(*r, 0);
+  if (job.tenant_id() != caller.tenant_id) return absl::NotFoundError(JobNotFound(id));
+  return job;
+}
+
+// The QUEUED event every job starts with (seq 1, never stored).
+v1::JobEvent QueuedEvent(const v1::Job& job) {
+  v1::JobEvent e;
+  e.set_job_id(job.id());
+  e.set_seq(1);
+  *e.mutable_time() = job.created_at();
+  e.mutable_state_change()->set_state(v1::QUEUED);
+  return e;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Job> PgJobStore::GetJob(const Caller& caller, const std::string& id) {
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
-  Params p;
-  p.Add(id).Add(caller.tenant_id);
-  auto r = (*conn)->ExecPrepared(
-      "get_job", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::uuid AND tenant_id = $2", p);
-  if (!r.ok()) return r.status();
-  if (r->rows() == 0) return absl::NotFoundError(JobNotFound(id));
-  return RowToJob(*r, 0);
+  return SelectJob(**conn, caller, id);
 }
 
 // Page tokens carry a creation time in microseconds since 1970; later than year 9999 is
@@ -380,7 +409,7 @@ absl::Status PgJobStore::ExtendLeases(const std::vector<std::string>& job_ids,
   return (*conn)
       ->ExecPrepared("extend_leases",
                      "UPDATE jobs SET lease_expires_at = now() + $2::int8 * interval "
-                     "'1 millisecond' WHERE id IN (SELECT id FROM jobs WHERE state = 2 AND "
+                     "'1 millisecond' WHERE id IN (SELECT id FROM jobs WHERE state + 0 = 2 AND "
                      "id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED)",
                      p)
       .status();
@@ -415,7 +444,9 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "d AS (SELECT * FROM unnest($8::uuid[], $9::int8[], $10::int[], $11::bytea[], $12::int8[]) "
       "AS t(d_id, d_seq, d_attempt, d_payload, d_time)), "
       // Lock the rows in id order so concurrent batches can never deadlock.
-      "l AS (SELECT id AS l_id FROM jobs WHERE id IN (SELECT u_id FROM u) ORDER BY id FOR UPDATE), "
+      // l carries u's columns, so the update below reads l alone: joining u and l there made
+      // a nested loop over both CTEs (unnest is estimated at 10 rows), quadratic in the batch.
+      "l AS (SELECT u.* FROM jobs JOIN u ON id = u_id ORDER BY id FOR UPDATE OF jobs), "
       "dins AS (" INSERT_DELTAS("d") "), "
       "upd AS (UPDATE jobs SET state = " NEW_STATE ", "
       "result = CASE WHEN u_kind = 0 THEN u_result END, "
@@ -425,7 +456,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
       "finished_at = CASE WHEN " NEW_STATE " = 1 THEN NULL ELSE now() END, "
       "lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), "
       "last_seq = GREATEST(last_seq, u_seq) + 1 "
-      "FROM u JOIN l ON l_id = u_id WHERE id = u_id AND attempt = u_attempt AND state = 2 "
+      "FROM l WHERE id = u_id AND attempt = u_attempt AND state + 0 = 2 "
       "RETURNING " JOB_COLUMNS ", cache_key, cache_ttl_ms), "
       TRANSITION_EVENTS ", "
       // Response cache fill, in the same commit as the success. DISTINCT ON: two identical
@@ -535,12 +566,12 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::ReleaseAttempts(
   static constexpr char kSql[] =
       "WITH a AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(a_id, a_attempt)), "
       "x AS (SELECT id AS x_id FROM jobs JOIN a ON id = a_id AND attempt = a_attempt "
-      "WHERE state = 2 ORDER BY id FOR UPDATE OF jobs), "
+      "WHERE state + 0 = 2 ORDER BY id FOR UPDATE OF jobs), "
       "upd AS (UPDATE jobs SET state = CASE WHEN attempt < max_attempts THEN 1 ELSE 4 END, "
       "error = $3::bytea, lease_owner = NULL, lease_expires_at = NULL, run_after = now(), "
       "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END, "
       "updated_at = now(), last_seq = " NEXT_SEQ_FROM_EVENTS("0") " FROM x WHERE id = x_id "
-      "AND state = 2 RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
+      "AND state + 0 = 2 RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
       "SELECT " JOB_NAMES " FROM upd";
   ArrayBuilder ids, numbers;
   for (const auto& [id, attempt] : attempts) {
@@ -606,48 +637,36 @@ absl::StatusOr<v1::Job> PgJobStore::RetryJob(const Caller& caller, const std::st
                    ": only FAILED or CANCELLED jobs can be retried"));
 }
 
-absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std::string& id,
-                                                 int64_t after_seq, int limit) {
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  Params jp;
-  jp.Add(id).Add(caller.tenant_id);
-  auto jr = (*conn)->ExecPrepared(
-      "get_job", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::uuid AND tenant_id = $2", jp);
-  if (!jr.ok()) return jr.status();
-  if (jr->rows() == 0) return absl::NotFoundError(JobNotFound(id));
-  EventPage page;
-  page.job = RowToJob(*jr, 0);
-  const v1::Job& job = page.job;
-  Params p;
-  p.Add(id).Add(after_seq).Add(int64_t{limit});
-  auto r = (*conn)->ExecPrepared(
-      "read_events",
-      "SELECT seq, kind, state, attempt, error, payload, aijobs_us(time) FROM job_events "
-      "WHERE job_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3",
-      p);
-  if (!r.ok()) return r.status();
-  std::vector<v1::JobEvent>& events = page.events;
-  page.more = r->rows() == limit;
-  if (after_seq < 1) {  // the QUEUED event every job starts with (seq 1, never stored)
-    v1::JobEvent& e = events.emplace_back();
-    e.set_job_id(id);
-    e.set_seq(1);
-    *e.mutable_time() = job.created_at();
-    e.mutable_state_change()->set_state(v1::QUEUED);
-  }
+namespace {
+
+// A queued job has no stored event after its last_seq (deltas, which do not advance
+// last_seq, are written only while it runs): a watch of a job just submitted needs no read
+// of job_events.
+bool NoStoredEventsAfter(const v1::Job& job, int64_t after_seq) {
+  return job.state() == v1::QUEUED && job.last_seq() <= std::max<int64_t>(after_seq, 1);
+}
+
+// Appends the events of job_events rows [begin, end) of `r` to page->events, after the
+// derived QUEUED event when after_seq < 1. Columns from `c`: seq, kind, state, attempt, error,
+// payload, time (us).
+void DecodeEvents(const Result& r, int begin, int end, int c, int64_t after_seq,
+                  EventPage* page) {
+  const v1::Job& job = page->job;
+  const std::string& id = job.id();
+  std::vector<v1::JobEvent>& events = page->events;
+  if (after_seq < 1) events.push_back(QueuedEvent(job));
   // A delta row may repeat pieces of an earlier row (written both by the flusher and with
   // the attempt's end): emit each seq once.
   // (A QUEUED row stored by an older version is skipped as a repeat of the derived one.)
   int64_t last = std::max<int64_t>(after_seq, events.empty() ? 0 : 1);
-  for (int i = 0; i < r->rows(); ++i) {
-    int64_t seq = r->GetInt(i, 0);
-    int kind = static_cast<int>(r->GetInt(i, 1));
-    int32_t attempt = static_cast<int32_t>(r->GetInt(i, 3));
-    int64_t time_us = r->GetInt(i, 6);
+  for (int i = begin; i < end; ++i) {
+    int64_t seq = r.GetInt(i, c);
+    int kind = static_cast<int>(r.GetInt(i, c + 1));
+    int32_t attempt = static_cast<int32_t>(r.GetInt(i, c + 3));
+    int64_t time_us = r.GetInt(i, c + 6);
     if (kind == 2) {
       v1::internal::DeltaBatch batch;
-      batch.ParseFromString(r->GetBytea(i, 5));
+      batch.ParseFromString(r.GetBytea(i, c + 5));
       for (const auto& piece : batch.pieces()) {
         if (piece.seq() <= last) continue;
         last = piece.seq();
@@ -666,9 +685,9 @@ absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std
     e.set_job_id(id);
     e.set_seq(seq);
     *e.mutable_time() = MicrosToTimestamp(time_us);
-    auto state = static_cast<v1::JobState>(r->GetInt(i, 2));
+    auto state = static_cast<v1::JobState>(r.GetInt(i, c + 2));
     v1::JobError error;
-    if (!r->IsNull(i, 4)) error.ParseFromString(r->GetBytea(i, 4));
+    if (!r.IsNull(i, c + 4)) error.ParseFromString(r.GetBytea(i, c + 4));
     if (kind == 3) {
       v1::Job* final_job = e.mutable_final_job();
       *final_job = job;
@@ -676,19 +695,108 @@ absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std
       final_job->set_attempt(attempt);
       final_job->clear_result();
       final_job->clear_error();
-      if (!r->IsNull(i, 5)) final_job->mutable_result()->ParseFromString(r->GetBytea(i, 5));
-      if (!r->IsNull(i, 4)) *final_job->mutable_error() = error;
+      if (!r.IsNull(i, c + 5)) final_job->mutable_result()->ParseFromString(r.GetBytea(i, c + 5));
+      if (!r.IsNull(i, c + 4)) *final_job->mutable_error() = error;
       *final_job->mutable_finished_at() = e.time();
       final_job->set_last_seq(seq);
     } else {
       v1::StateChange* sc = e.mutable_state_change();
       sc->set_state(state);
       sc->set_attempt(attempt);
-      if (!r->IsNull(i, 4)) *sc->mutable_error() = error;
+      if (!r.IsNull(i, c + 4)) *sc->mutable_error() = error;
       sc->set_discard_output(state == v1::RUNNING && attempt > 1);
     }
   }
+}
+
+}  // namespace
+
+absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std::string& id,
+                                                 int64_t after_seq, int limit) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto found = SelectJob(**conn, caller, id);
+  if (!found.ok()) return found.status();
+  EventPage page;
+  page.job = *std::move(found);
+  if (NoStoredEventsAfter(page.job, after_seq)) {
+    if (after_seq < 1) page.events.push_back(QueuedEvent(page.job));
+    return page;
+  }
+  Params p;
+  p.Add(id).Add(after_seq).Add(int64_t{limit});
+  auto r = (*conn)->ExecPrepared(
+      "read_events",
+      "SELECT seq, kind, state, attempt, error, payload, aijobs_us(time) FROM job_events "
+      "WHERE job_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3",
+      p);
+  if (!r.ok()) return r.status();
+  page.more = r->rows() == limit;
+  DecodeEvents(*r, 0, r->rows(), 0, after_seq, &page);
   return page;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<EventPage>>> PgJobStore::ReadEventsBatch(
+    const std::vector<EventQuery>& queries, int limit) {
+  std::vector<absl::StatusOr<EventPage>> out(queries.size(),
+                                             absl::InternalError("not read"));
+  if (queries.empty()) return out;
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  ArrayBuilder ids;
+  for (const EventQuery& q : queries) ids.Add(q.job_id);
+  Params p;
+  p.Add(ids.Finish());
+  auto jr = (*conn)->ExecPrepared(
+      "get_jobs", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ANY($1::uuid[])", p);
+  if (!jr.ok()) return jr.status();
+  std::unordered_map<std::string, int> row_of;
+  for (int i = 0; i < jr->rows(); ++i) row_of[jr->GetString(i, 0)] = i;
+  // The queries that need job_events, by position: 1-based ordinals in the statement below.
+  std::vector<size_t> need;
+  ArrayBuilder need_ids, need_after;
+  for (size_t i = 0; i < queries.size(); ++i) {
+    const EventQuery& q = queries[i];
+    auto it = row_of.find(q.job_id);
+    v1::Job job;
+    if (it != row_of.end()) job = RowToJob(*jr, it->second);
+    // Another tenant's job is NOT_FOUND, exactly like a missing one.
+    if (it == row_of.end() || job.tenant_id() != q.caller.tenant_id) {
+      out[i] = absl::NotFoundError(JobNotFound(q.job_id));
+      continue;
+    }
+    EventPage page;
+    page.job = std::move(job);
+    if (NoStoredEventsAfter(page.job, q.after_seq)) {
+      if (q.after_seq < 1) page.events.push_back(QueuedEvent(page.job));
+      out[i] = std::move(page);
+      continue;
+    }
+    out[i] = std::move(page);
+    need.push_back(i);
+    need_ids.Add(q.job_id);
+    need_after.Add(q.after_seq);
+  }
+  if (need.empty()) return out;
+  Params ep;
+  ep.Add(need_ids.Finish()).Add(need_after.Finish()).Add(int64_t{limit});
+  auto r = (*conn)->ExecPrepared(
+      "read_events_batch",
+      "SELECT q.n, e.seq, e.kind, e.state, e.attempt, e.error, e.payload, aijobs_us(e.time) "
+      "FROM unnest($1::uuid[], $2::int8[]) WITH ORDINALITY AS q(q_id, q_after, n) "
+      "CROSS JOIN LATERAL (SELECT * FROM job_events WHERE job_id = q.q_id AND seq > q.q_after "
+      "ORDER BY seq LIMIT $3) e ORDER BY q.n, e.seq",
+      ep);
+  if (!r.ok()) return r.status();
+  int row = 0;
+  for (size_t k = 0; k < need.size(); ++k) {
+    int begin = row;
+    while (row < r->rows() && r->GetInt(row, 0) == static_cast<int64_t>(k + 1)) ++row;
+    EventPage& page = *out[need[k]];
+    page.more = row - begin == limit;
+    DecodeEvents(*r, begin, row, 1, queries[need[k]].after_seq, &page);
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> PgJobStore::LatestSeqs(

@@ -43,6 +43,8 @@ class PgJobStore : public JobStore {
   absl::StatusOr<v1::Job> RetryJob(const Caller& caller, const std::string& id) override;
   absl::StatusOr<EventPage> ReadEvents(const Caller& caller, const std::string& id,
                                        int64_t after_seq, int limit) override;
+  absl::StatusOr<std::vector<absl::StatusOr<EventPage>>> ReadEventsBatch(
+      const std::vector<EventQuery>& queries, int limit) override;
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> LatestSeqs(
       const std::vector<std::string>& job_ids) override;
   absl::StatusOr<int> DeleteFinishedBefore(absl::Time cutoff, int limit) override;

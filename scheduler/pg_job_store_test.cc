@@ -1004,6 +1004,44 @@ TEST_F(PgJobStoreTest, ReadEventsPagesByStoredRows) {
   EXPECT_THAT(page->events, IsEmpty());
 }
 
+TEST_F(PgJobStoreTest, ReadEventsBatchAnswersEachQueryAsReadEventsWould) {
+  v1::Job running = Submit(MakeJob());
+  ClaimOne();
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(running.id(), 1, 3, {"a", "b"})}).ok());
+  ASSERT_TRUE(store_->AppendDeltas({Deltas(running.id(), 1, 5, {"c"})}).ok());
+  v1::Job queued = Submit(MakeJob());
+  v1::Job other = Submit(MakeJob("chat", 0, 3, Caller{"acme", "alice"}));
+  const std::string missing = NewUuid();
+  std::vector<EventQuery> queries = {{Caller{}, running.id(), 0},
+                                     {Caller{}, queued.id(), 0},
+                                     {Caller{}, other.id(), 0},  // another tenant's job
+                                     {Caller{}, missing, 0},
+                                     {Caller{}, running.id(), 4},
+                                     {Caller{}, queued.id(), 1}};
+  auto pages = store_->ReadEventsBatch(queries, 2);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  ASSERT_EQ(pages->size(), queries.size());
+  for (size_t i = 0; i < queries.size(); ++i) {
+    auto one = store_->ReadEvents(queries[i].caller, queries[i].job_id, queries[i].after_seq, 2);
+    const auto& batched = (*pages)[i];
+    ASSERT_EQ(batched.status().code(), one.status().code()) << i;
+    if (!one.ok()) continue;
+    EXPECT_EQ(batched->more, one->more) << i;
+    EXPECT_EQ(DescribeAll(batched->events), DescribeAll(one->events)) << i;
+    EXPECT_EQ(batched->job.id(), one->job.id()) << i;
+    EXPECT_EQ(batched->job.state(), one->job.state()) << i;
+  }
+  EXPECT_EQ((*pages)[2].status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*pages)[3].status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(DescribeAll((*pages)[0]->events),
+              ElementsAre("1 state QUEUED a0", "2 state RUNNING a1", "3 delta a1 a",
+                          "4 delta a1 b"));
+  EXPECT_TRUE((*pages)[0]->more);
+  EXPECT_THAT(DescribeAll((*pages)[1]->events), ElementsAre("1 state QUEUED a0"));
+  EXPECT_THAT(DescribeAll((*pages)[4]->events), ElementsAre("5 delta a1 c"));
+  EXPECT_THAT((*pages)[5]->events, IsEmpty());
+}
+
 // Regression (fixed): AppendDeltas fences only on the attempt number (JOIN jobs ON j.attempt =
 // u_attempt), not on the job still RUNNING. When a job is cancelled by another replica (its
 // CancelJob only knows the stored last_seq), the replica that runs the attempt later flushes deltas

@@ -34,6 +34,7 @@ struct SchedulerServer::Impl {
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<Executor> watch_executor;
+  std::unique_ptr<WatchReadBatcher> watch_reads;
   std::unique_ptr<JobTypeRegistry> types;
   std::unique_ptr<CacheAdvertRegistry> cache_adverts;
   std::unique_ptr<AttemptFinisher> finisher;
@@ -53,6 +54,7 @@ namespace {
 // members, so this must run before any of those is destroyed (members are destroyed in
 // reverse order of declaration, which would destroy `types` before the executors).
 void StopExecutors(SchedulerServer::Impl& i) {
+  i.watch_reads.reset();  // its callbacks may queue on the watch lane
   i.watch_executor.reset();
   i.executor.reset();
 }
@@ -123,6 +125,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
       std::make_unique<Executor>("db", std::max(4, o.db_pool_size / 2), kUnaryQueueLimit);
   impl->watch_executor =
       std::make_unique<Executor>("watch", std::max(2, o.db_pool_size / 4), kWatchQueueLimit);
+  impl->watch_reads = std::make_unique<WatchReadBatcher>(impl->store.get());
   JobTypeRegistryOptions topts;
   topts.type_ttl = o.job_type_ttl;
   impl->types = std::make_unique<JobTypeRegistry>(impl->store.get(), topts);
@@ -164,6 +167,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.batcher = impl->batcher.get();
   jdeps.executor = impl->executor.get();
   jdeps.watch_executor = impl->watch_executor.get();
+  jdeps.watch_reads = impl->watch_reads.get();
   jdeps.types = impl->types.get();
   jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;

@@ -38,6 +38,9 @@ wal_buffers = 16MB
 checkpoint_timeout = 15min
 max_wal_size = 2GB
 logging_collector = off
+# Per-statement counters for the benchmarks' profiles (bench/RESULTS.md); ~1 % overhead.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
 CONF
     fi
     # AIJOBS_PG_LISTEN (e.g. "127.0.0.1,10.213.0.10"): listen on these addresses too and

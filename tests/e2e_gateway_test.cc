@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <thread>
 
@@ -182,8 +183,11 @@ TEST_F(GatewayTest, ErrorsUseStatusMappingAndGoogleRpcStatusBodies) {
   EXPECT_EQ(wrong2.status, 405);
   EXPECT_THAT(wrong2.Header("Allow"), HasSubstr("POST"));
   EXPECT_THAT(wrong2.Header("Allow"), HasSubstr("GET"));
-  // A deadline from Grpc-Timeout that cannot be met: 504.
-  HttpResult late = Call("GET", "/v1/jobs?pageSize=5", "", {{"Grpc-Timeout", "1n"}});
+  // A deadline from Grpc-Timeout that cannot be met: 504. (The scheduler is paused: with a
+  // running one even a 1 ns deadline can lose the race against a fast loopback answer.)
+  ASSERT_TRUE(scheduler()->Signal(SIGSTOP).ok());
+  HttpResult late = Call("GET", "/v1/jobs?pageSize=5", "", {{"Grpc-Timeout", "200m"}});
+  ASSERT_TRUE(scheduler()->Signal(SIGCONT).ok());
   EXPECT_EQ(late.status, 504) << late.body;
   HttpResult bad_timeout = Call("GET", "/v1/jobs", "", {{"Grpc-Timeout", "soon"}});
   EXPECT_EQ(bad_timeout.status, 400);
