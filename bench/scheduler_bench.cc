@@ -292,6 +292,7 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
     // Per job: its watcher (null once it ended without the final event: a refused watch is
     // opened again, as a client would).
     std::vector<std::unique_ptr<AsyncWatcher>> watchers(total);
+    std::vector<int> opened;  // submitted since the loop below last looked
     std::vector<std::string> ids(total);
     watch_retries = 0;
     auto watch = [&](int index) {
@@ -316,30 +317,45 @@ void BM_SubmitAndWatchEveryJob(benchmark::State& state) {
           auto w = watch(index);
           absl::MutexLock lock(&mu);
           watchers[index] = std::move(w);
+          opened.push_back(index);
         });
     if (run.errors > 0) {
       state.SkipWithError(absl::StrCat(run.errors, " submits failed: ", run.first_error).c_str());
       return;
     }
+    // Every 50 ms: release the watchers whose stream is over, and reopen those that ended
+    // without the final event. Only watches still open are looked at, so this loop costs the
+    // client the same at 200,000 jobs as at 20,000.
+    std::vector<int> open;
     const absl::Time deadline = absl::Now() + absl::Seconds(Scaled(900, 60));
     while (absl::Now() < deadline) {
       {
         absl::MutexLock lock(&mu);
         if (finals == total) break;
+        open.insert(open.end(), opened.begin(), opened.end());
+        opened.clear();
       }
-      for (int i = 0; i < total; ++i) {
-        AsyncWatcher* w;
+      size_t kept = 0;
+      for (int i : open) {
+        std::unique_ptr<AsyncWatcher> w;
+        bool seen;
         {
           absl::MutexLock lock(&mu);
-          if (tracked[i].final_seen != absl::InfinitePast()) continue;
-          w = watchers[i].get();
+          seen = tracked[i].final_seen != absl::InfinitePast();
+          if (watchers[i]->WaitDone(absl::ZeroDuration())) w = std::move(watchers[i]);
         }
-        if (!w->WaitDone(absl::ZeroDuration())) continue;
+        if (w == nullptr) {  // still streaming
+          open[kept++] = i;
+          continue;
+        }
+        if (seen) continue;  // done: `w` is released here
         if (watch_retries++ == 0) first_watch_error = w->status().error_message();
         auto again = watch(i);
         absl::MutexLock lock(&mu);
         watchers[i] = std::move(again);
+        open[kept++] = i;
       }
+      open.resize(kept);
       absl::SleepFor(absl::Milliseconds(50));
     }
     cpu1 = c->Cpu();
