@@ -310,6 +310,41 @@ TEST_F(GatewayHardeningTest, ASubmitWithUnknownOutcomeSaysSoAndNamesItsKey) {
   EXPECT_THAT(r.body, HasSubstr(r.Header("Aijobs-Idempotency-Key")));
 }
 
+// --- 3. Pages that fit ---
+
+// Regression: ListJobs paged by count alone, so five jobs of ~900 KB made one page over the
+// gateway's 4 MiB receive limit, and every GET /v1/jobs answered 429 (retried by clients).
+TEST_F(GatewayHardeningTest, ListJobsPagesOfLargeJobsFitAndReachEveryJob) {
+  const std::string big(900 * 1000, 'x');
+  for (int i = 0; i < 5; ++i) {
+    HttpRequestSpec spec;
+    spec.method = "POST";
+    spec.url = base_ + "/v1/jobs";
+    spec.headers = {{"Content-Type", "application/json"}};
+    spec.body = absl::StrCat(R"({"type":"chat","input":{"messages":[{"role":"user","content":")",
+                             big, R"("}]},"labels":{"n":")", i, R"("}})");
+    HttpResult r = HttpCall(spec);
+    ASSERT_EQ(r.status, 202) << r.body.substr(0, 300);
+  }
+  std::string token;
+  int pages = 0, jobs = 0;
+  do {
+    HttpResult page = HttpCall("GET", base_ + "/v1/jobs?pageSize=50" +
+                                          (token.empty() ? "" : "&pageToken=" + token));
+    ASSERT_EQ(page.status, 200) << page.body.substr(0, 300);
+    jobs += CountOf(page.body, R"("labels":{"n":")");
+    token.clear();
+    size_t at = page.body.find(R"("nextPageToken":")");
+    if (at != std::string::npos) {
+      at += 17;
+      token = page.body.substr(at, page.body.find('"', at) - at);
+    }
+    ASSERT_LT(++pages, 10);
+  } while (!token.empty());
+  EXPECT_EQ(jobs, 5);
+  EXPECT_GE(pages, 3) << "a page of at most ~2 MiB holds two of these jobs";
+}
+
 // --- 10. Duplicate keys ---
 
 TEST_F(GatewayHardeningTest, DuplicateJsonKeysAreRefusedNotMerged) {
