@@ -354,6 +354,16 @@ HttpResponse Gateway::RejectUnreadable(int http_status, absl::string_view reason
   return res;
 }
 
+namespace {
+
+// The request's X-Request-Id when it is a valid one, else a new id.
+std::string RequestIdOrNew(const HttpRequest& req) {
+  absl::StatusOr<std::string> id = RequestIdFromHeader(ToStd(req["X-Request-Id"]));
+  return id.ok() && !id->empty() ? *std::move(id) : NewUuid();
+}
+
+}  // namespace
+
 void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
   const HttpRequest& req = exchange->request();
   RequestContext rc;
@@ -370,7 +380,7 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
   if (rc.path != "/healthz" && rc.path != "/readyz" &&
       !HostAllowed(ToStd(req[http::field::host]), options_.allowed_hosts)) {
     rc.route_label = "host_not_allowed";
-    rc.request_id = NewUuid();
+    rc.request_id = RequestIdOrNew(req);
     std::string host = ToStd(req[http::field::host]);
     return Finish(exchange, rc,
                   MakeResponse(req, 400, kJson,
@@ -382,8 +392,7 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
   if (kFixed->contains(rc.path)) {
     rc.route_label = rc.path;
     // Echoed like on every route (a malformed one is replaced, these answer regardless).
-    absl::StatusOr<std::string> id = RequestIdFromHeader(ToStd(req["X-Request-Id"]));
-    rc.request_id = id.ok() && !id->empty() ? *std::move(id) : NewUuid();
+    rc.request_id = RequestIdOrNew(req);
     if (rc.method == "OPTIONS") {
       HttpResponse res = MakeResponse(req, 204, "text/plain", "");
       res.set(http::field::allow, "GET, OPTIONS");
@@ -432,8 +441,7 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   absl::StatusOr<CallMetadata> md = MetadataFromHeaders(headers, [] { return NewUuid(); });
   if (!md.ok()) {
     // Echo the caller's request id when that header was fine (another one was not).
-    absl::StatusOr<std::string> id = RequestIdFromHeader(ToStd(req["X-Request-Id"]));
-    rc.request_id = id.ok() && !id->empty() ? *std::move(id) : NewUuid();
+    rc.request_id = RequestIdOrNew(req);
     if (md.status().code() == absl::StatusCode::kResourceExhausted) {
       return Finish(exchange, rc,
                     MakeResponse(req, 431, kJson,

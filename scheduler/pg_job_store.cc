@@ -513,6 +513,17 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::FinishAttempts(
   return RowsToJobs(*r);
 }
 
+absl::StatusOr<std::vector<v1::Job>> PgJobStore::Sweep(const char* sql, int limit,
+                                                       const v1::JobError& error) {
+  Params p;
+  p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->ExecParams(sql, p);  // planned per call, as ClaimJobs
+  if (!r.ok()) return r.status();
+  return RowsToJobs(*r);
+}
+
 absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit) {
   static constexpr char kSql[] =
       "WITH x AS (SELECT id AS x_id FROM jobs WHERE state = 2 AND lease_expires_at < now() "
@@ -527,13 +538,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::RequeueExpiredLeases(int limit)
   error.set_code("LEASE_EXPIRED");
   error.set_message("the scheduler replica holding this attempt stopped renewing its lease");
   error.set_retryable(true);
-  Params p;
-  p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(kSql, p);  // planned per call, as ClaimJobs
-  if (!r.ok()) return r.status();
-  return RowsToJobs(*r);
+  return Sweep(kSql, limit, error);
 }
 
 absl::StatusOr<std::vector<v1::Job>> PgJobStore::ExpireQueuedJobs(int limit) {
@@ -552,13 +557,7 @@ absl::StatusOr<std::vector<v1::Job>> PgJobStore::ExpireQueuedJobs(int limit) {
       "no worker took the job within its queue_timeout; submit it again, or retry it, once a "
       "worker serves its type");
   error.set_retryable(false);
-  Params p;
-  p.Add(int64_t{limit}).AddBinary(error.SerializeAsString());
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(kSql, p);  // planned per call, as ClaimJobs
-  if (!r.ok()) return r.status();
-  return RowsToJobs(*r);
+  return Sweep(kSql, limit, error);
 }
 
 absl::StatusOr<std::vector<v1::Job>> PgJobStore::ReleaseAttempts(

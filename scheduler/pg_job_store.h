@@ -65,6 +65,11 @@ class PgJobStore : public JobStore {
   static const char kClaimJobsSql[];
 
  private:
+  // Runs a housekeeping sweep `sql` ($1 the row limit, $2 the JobError given to each job it
+  // ends) and returns the jobs it changed.
+  absl::StatusOr<std::vector<v1::Job>> Sweep(const char* sql, int limit,
+                                             const v1::JobError& error);
+
   pg::Pool* pool_;
   pg::Pool* relaxed_pool_;
 };

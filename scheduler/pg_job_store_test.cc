@@ -1332,6 +1332,20 @@ TEST_F(PgJobStoreTest, ListJobsFiltersByStateAndType) {
   EXPECT_THAT(list(v1::JOB_STATE_UNSPECIFIED, "summarize"), IsEmpty());
 }
 
+// Follows ListJobs page tokens from `q` (at most 10 pages), recording each page's size and
+// every job id in the order listed.
+void ListAllPages(JobStore* store, ListQuery q, std::vector<size_t>* sizes,
+                  std::vector<std::string>* seen) {
+  for (int i = 0; i < 10; ++i) {
+    auto page = store->ListJobs(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    sizes->push_back(page->jobs.size());
+    for (const auto& j : page->jobs) seen->push_back(j.id());
+    if (page->next_page_token.empty()) return;
+    q.page_token = page->next_page_token;
+  }
+}
+
 TEST_F(PgJobStoreTest, ListJobsPagesWithTokens) {
   // Some jobs share one created_at (one batch), so the id breaks ties across pages.
   std::set<std::string> all;
@@ -1350,14 +1364,7 @@ TEST_F(PgJobStoreTest, ListJobsPagesWithTokens) {
   q.page_size = 10;
   std::vector<size_t> sizes;
   std::vector<std::string> seen;
-  for (int i = 0; i < 10; ++i) {
-    auto page = store_->ListJobs(q);
-    ASSERT_TRUE(page.ok()) << page.status();
-    sizes.push_back(page->jobs.size());
-    for (const auto& j : page->jobs) seen.push_back(j.id());
-    if (page->next_page_token.empty()) break;
-    q.page_token = page->next_page_token;
-  }
+  ASSERT_NO_FATAL_FAILURE(ListAllPages(store_.get(), q, &sizes, &seen));
   EXPECT_THAT(sizes, ElementsAre(10u, 10u, 5u));
   std::set<std::string> unique(seen.begin(), seen.end());
   EXPECT_EQ(unique.size(), seen.size()) << "a job was listed twice";
@@ -1378,14 +1385,7 @@ TEST_F(PgJobStoreTest, ListJobsPagesByBytesAsWellAsCount) {
   q.max_page_bytes = 1000 * 1000;
   std::vector<size_t> sizes;
   std::vector<std::string> seen;
-  for (int i = 0; i < 10; ++i) {
-    auto page = store_->ListJobs(q);
-    ASSERT_TRUE(page.ok()) << page.status();
-    sizes.push_back(page->jobs.size());
-    for (const auto& j : page->jobs) seen.push_back(j.id());
-    if (page->next_page_token.empty()) break;
-    q.page_token = page->next_page_token;
-  }
+  ASSERT_NO_FATAL_FAILURE(ListAllPages(store_.get(), q, &sizes, &seen));
   EXPECT_THAT(sizes, ElementsAre(3u, 2u));
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), all);
   EXPECT_EQ(seen.size(), all.size());

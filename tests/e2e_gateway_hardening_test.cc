@@ -152,6 +152,18 @@ class GatewayHardeningTest : public E2eTest {
 
   RawReply Send(const std::string& raw) { return SendRaw(gateway_port(), raw); }
 
+  // POST /v1/jobs with a JSON `body` and `extra` headers.
+  HttpResult PostJob(const std::string& body,
+                     std::vector<std::pair<std::string, std::string>> extra = {}) {
+    HttpRequestSpec spec;
+    spec.method = "POST";
+    spec.url = base_ + "/v1/jobs";
+    spec.headers = {{"Content-Type", "application/json"}};
+    spec.headers.insert(spec.headers.end(), extra.begin(), extra.end());
+    spec.body = body;
+    return HttpCall(spec);
+  }
+
   // The gateway still runs and serves a fresh connection.
   void ExpectAlive() {
     EXPECT_TRUE(gateway()->IsRunning()) << gateway()->LogTail();
@@ -261,12 +273,7 @@ TEST_F(GatewayHardeningTest, ASubmitWhoseDeadlinePassesGetsADefiniteAnswer) {
       R"({"type":"chat","input":{"messages":[{"role":"user","content":"late"}]}})";
   std::set<std::string> ids;
   for (int i = 0; i < 20; ++i) {
-    HttpRequestSpec spec;
-    spec.method = "POST";
-    spec.url = base_ + "/v1/jobs";
-    spec.headers = {{"Content-Type", "application/json"}, {"Grpc-Timeout", "1u"}};
-    spec.body = body;
-    HttpResult r = HttpCall(spec);
+    HttpResult r = PostJob(body, {{"Grpc-Timeout", "1u"}});
     ASSERT_EQ(r.status, 202) << r.body;
     EXPECT_THAT(r.body, HasSubstr("\"idempotencyKey\":\"gw-"));
     size_t at = r.body.find("\"id\":\"");
@@ -280,13 +287,10 @@ TEST_F(GatewayHardeningTest, ASubmitWhoseDeadlinePassesGetsADefiniteAnswer) {
   for (const std::string& id : ids) EXPECT_THAT(listed.body, HasSubstr(id));
 
   // The client's own key is used as it is.
-  HttpRequestSpec spec;
-  spec.method = "POST";
-  spec.url = base_ + "/v1/jobs";
-  spec.headers = {{"Content-Type", "application/json"}, {"Grpc-Timeout", "1u"}};
-  spec.body = R"({"type":"chat","input":{"messages":[{"role":"user","content":"keyed"}]},)"
-              R"("idempotencyKey":"deadline-probe-1"})";
-  HttpResult k = HttpCall(spec);
+  HttpResult k =
+      PostJob(R"({"type":"chat","input":{"messages":[{"role":"user","content":"keyed"}]},)"
+              R"("idempotencyKey":"deadline-probe-1"})",
+              {{"Grpc-Timeout", "1u"}});
   EXPECT_EQ(k.status, 202) << k.body;
   EXPECT_THAT(k.body, HasSubstr("\"idempotencyKey\":\"deadline-probe-1\""));
   HttpResult again = HttpCall("GET", base_ + "/v1/jobs?type=chat&pageSize=100");
@@ -297,12 +301,7 @@ TEST_F(GatewayHardeningTest, ASubmitWhoseDeadlinePassesGetsADefiniteAnswer) {
 // which key finds it out.
 TEST_F(GatewayHardeningTest, ASubmitWithUnknownOutcomeSaysSoAndNamesItsKey) {
   scheduler()->Kill();
-  HttpRequestSpec spec;
-  spec.method = "POST";
-  spec.url = base_ + "/v1/jobs";
-  spec.headers = {{"Content-Type", "application/json"}, {"Grpc-Timeout", "300m"}};
-  spec.body = kChatBody;
-  HttpResult r = HttpCall(spec);
+  HttpResult r = PostJob(kChatBody, {{"Grpc-Timeout", "300m"}});
   EXPECT_TRUE(r.status == 503 || r.status == 504) << r.status << " " << r.body;
   EXPECT_THAT(r.body, HasSubstr("may have been carried out"));
   EXPECT_THAT(r.Header("Aijobs-Outcome"), "unknown");
@@ -317,13 +316,9 @@ TEST_F(GatewayHardeningTest, ASubmitWithUnknownOutcomeSaysSoAndNamesItsKey) {
 TEST_F(GatewayHardeningTest, ListJobsPagesOfLargeJobsFitAndReachEveryJob) {
   const std::string big(900 * 1000, 'x');
   for (int i = 0; i < 5; ++i) {
-    HttpRequestSpec spec;
-    spec.method = "POST";
-    spec.url = base_ + "/v1/jobs";
-    spec.headers = {{"Content-Type", "application/json"}};
-    spec.body = absl::StrCat(R"({"type":"chat","input":{"messages":[{"role":"user","content":")",
-                             big, R"("}]},"labels":{"n":")", i, R"("}})");
-    HttpResult r = HttpCall(spec);
+    HttpResult r =
+        PostJob(absl::StrCat(R"({"type":"chat","input":{"messages":[{"role":"user","content":")",
+                             big, R"("}]},"labels":{"n":")", i, R"("}})"));
     ASSERT_EQ(r.status, 202) << r.body.substr(0, 300);
   }
   std::string token;
@@ -348,12 +343,7 @@ TEST_F(GatewayHardeningTest, ListJobsPagesOfLargeJobsFitAndReachEveryJob) {
 // --- 10. Duplicate keys ---
 
 TEST_F(GatewayHardeningTest, DuplicateJsonKeysAreRefusedNotMerged) {
-  HttpRequestSpec spec;
-  spec.method = "POST";
-  spec.url = base_ + "/v1/jobs";
-  spec.headers = {{"Content-Type", "application/json"}};
-  spec.body = R"({"type":"chat","input":{"a":1},"input":{"b":2}})";
-  HttpResult r = HttpCall(spec);
+  HttpResult r = PostJob(R"({"type":"chat","input":{"a":1},"input":{"b":2}})");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_THAT(r.body, HasSubstr("appears twice"));
   HttpResult listed = HttpCall("GET", base_ + "/v1/jobs");
