@@ -45,6 +45,11 @@ int Scaled(int full, int smoke);
 void ReportLatency(benchmark::State& state, const std::string& prefix, const LatencySummary& s,
                    bool with_mean = false);
 
+// The contents of a small /proc file ("" when it cannot be read). With read(2), not a stream:
+// a process that exits while its file is read makes the read fail with ESRCH, which
+// libstdc++'s filebuf turns into an exception (it aborted a benchmark run once).
+std::string ReadProcFile(const std::string& path);
+
 // VmRSS of a process in KiB (-1 when unreadable).
 int64_t RssKiB(pid_t pid);
 // User + system CPU seconds a process has used so far (-1 when unreadable).

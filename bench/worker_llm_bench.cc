@@ -222,8 +222,8 @@ absl::StatusOr<ProviderUnderTest> MakeProvider(const std::string& behavior, bool
   group->add_members()->set_deployment("fake");
   config.set_default_model_group("fake-model");
   openai::CurlLoop* loop = p.loop.get();
-  worker::DeploymentFactory factory =
-      [loop](const v1::Deployment& dep, worker::RateLimitObserver* observer)
+  worker::DeploymentFactory factory = [loop](const v1::Deployment& dep,
+                                             worker::RateLimitObserver* observer)
       -> absl::StatusOr<std::unique_ptr<worker::LlmProvider>> {
     auto provider = openai::OpenAiProvider::Create(dep, loop, observer);
     if (!provider.ok()) return provider.status();
@@ -425,8 +425,7 @@ std::map<std::string, double> ThreadCpuByName(pid_t pid) {
   static const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream in(absl::StrCat(dir, "/", e->d_name, "/stat"));
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string stat = ReadProcFile(absl::StrCat(dir, "/", e->d_name, "/stat"));
     size_t open = stat.find('(');
     size_t close = stat.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) continue;

@@ -15,13 +15,19 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "aijobs/client.h"
+#include "aijobs/v1/admin_service.grpc.pb.h"
+#include "common/auth/jwt.h"
+#include "common/bearer_token.h"
 #include "common/scheduler_target.h"
+#include "common/status.h"
 
 namespace aijobs::ctl {
 namespace {
@@ -29,7 +35,7 @@ namespace {
 constexpr char kDefaultServer[] = "127.0.0.1:50051";
 
 constexpr char kGlobalUsage[] =
-    "usage: aijobsctl [--server HOST:PORT] [--timeout DURATION] <command> [flags]\n"
+    "usage: aijobsctl [--server HOST:PORT] [--timeout DURATION] [--token T] <command> [flags]\n"
     "commands:\n"
     "  submit --type T (--prompt TEXT | --input JSON | --input @FILE | --input -)\n"
     "         [--priority N] [--max_attempts N] [--idempotency_key K] [--label k=v ...]\n"
@@ -39,6 +45,12 @@ constexpr char kGlobalUsage[] =
     "  cancel ID [--reason TEXT] [--json]\n"
     "  retry ID [--json]\n"
     "  list [--state S] [--type T] [--page_size N] [--page_token P] [--json]\n"
+    "  apikey create --name N [--role R ...] [--job_type T ...] [--expires 90d] [--tenant T]\n"
+    "                [--json]   (admin; prints the key once)\n"
+    "  apikey list [--all] [--json]      apikey revoke ID [--json]   (admin)\n"
+    "  token --key FILE --sub S [--tenant T] [--role R ...] [--job_type T ...] [--ttl 1h]\n"
+    "        [--kid K] [--issuer I] [--audience A]   (signs a JWT with a key you hold)\n"
+    "--token (or env AIJOBS_TOKEN): the JWT or API key sent with every call.\n"
     "--server defaults to 127.0.0.1:50051 (several replicas: a comma-separated list of IP:PORT);\n"
     "--timeout (e.g. 10s, 500ms, or seconds) bounds each\n"
     "unary call. With --wait or --watch, the exit status is 0 only if the job SUCCEEDED.\n";
@@ -56,8 +68,8 @@ struct CommandSpec {
 };
 
 const std::vector<FlagSpec>& GlobalFlags() {
-  static const auto* flags =
-      new std::vector<FlagSpec>{{"server", true}, {"timeout", true}, {"help", false}};
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"server", true}, {"timeout", true}, {"token", true}, {"help", false}};
   return *flags;
 }
 
@@ -98,6 +110,36 @@ const std::vector<CommandSpec>& Commands() {
         {"page_token", true},
         {"json", false}},
        "usage: aijobsctl list [--state S] [--type T] [--page_size N] [--page_token P] [--json]"},
+      {"apikey create",
+       0,
+       {{"name", true},
+        {"role", true},
+        {"job_type", true},
+        {"expires", true},
+        {"tenant", true},
+        {"json", false}},
+       "usage: aijobsctl apikey create --name N [--role R ...] [--job_type T ...] "
+       "[--expires 90d] [--tenant T] [--json]"},
+      {"apikey list",
+       0,
+       {{"all", false}, {"json", false}},
+       "usage: aijobsctl apikey list [--all] [--json]"},
+      {"apikey revoke", 1, {{"json", false}}, "usage: aijobsctl apikey revoke ID [--json]"},
+      {"token",
+       0,
+       {{"key", true},
+        {"kid", true},
+        {"sub", true},
+        {"tenant", true},
+        {"role", true},
+        {"job_type", true},
+        {"ttl", true},
+        {"issuer", true},
+        {"audience", true}},
+       "usage: aijobsctl token --key FILE --sub S [--tenant T] [--role R ...] [--job_type T ...] "
+       "[--ttl 1h] [--kid K] [--issuer I] [--audience A]\n"
+       "  FILE: a JWKS with an HS256 (kty oct) key, picked by --kid (default: the first), or a "
+       "PEM private key (RSA: RS256, EC P-256: ES256)"},
   };
   return *commands;
 }
@@ -140,8 +182,19 @@ std::optional<UsageError> ParseArgs(const std::vector<std::string>& args, Parsed
     const std::string usage = parsed->command ? parsed->command->usage : kGlobalUsage;
     if (flags_done || arg.size() < 2 || arg.compare(0, 1, "-") != 0 || arg == "-") {
       if (parsed->command == nullptr) {
+        // Two-word commands: "apikey create", "apikey list", "apikey revoke".
+        std::string word = arg;
+        if (arg == "apikey") {
+          if (i + 1 >= args.size()) {
+            return UsageError{"apikey needs create, list or revoke", kGlobalUsage};
+          }
+          word = absl::StrCat(arg, " ", args[++i]);
+        }
         for (const CommandSpec& c : Commands()) {
-          if (arg == c.name) parsed->command = &c;
+          if (word == c.name) parsed->command = &c;
+        }
+        if (parsed->command == nullptr && arg == "apikey") {
+          return UsageError{absl::StrCat("unknown command '", word, "'"), kGlobalUsage};
         }
         if (parsed->command == nullptr) {
           return UsageError{absl::StrCat("unknown command '", arg, "'"), kGlobalUsage};
@@ -317,6 +370,17 @@ absl::StatusOr<google::protobuf::Struct> ParseInputJson(const std::string& text,
   return input;
 }
 
+// "90d", "12h", "30m", "45s" (and whatever absl::ParseDuration takes), positive.
+bool ParseDays(const std::string& text, absl::Duration* out) {
+  int64_t days = 0;
+  if (absl::EndsWith(text, "d") && absl::SimpleAtoi(text.substr(0, text.size() - 1), &days)) {
+    *out = absl::Hours(24 * days);
+  } else if (!absl::ParseDuration(text, out)) {
+    return false;
+  }
+  return *out > absl::ZeroDuration();
+}
+
 class Cli {
  public:
   Cli(std::ostream& out, std::ostream& err, std::istream& in)
@@ -335,7 +399,8 @@ class Cli {
       return Usage({command.positional == 0
                         ? absl::StrCat("unexpected argument '", parsed.positional[0], "'")
                     : parsed.positional.empty()
-                        ? std::string("missing job ID")
+                        ? std::string(absl::StartsWith(command.name, "apikey") ? "missing key ID"
+                                                                               : "missing job ID")
                         : absl::StrCat("unexpected argument '", parsed.positional[1], "'"),
                     command.usage});
     }
@@ -363,6 +428,7 @@ class Cli {
     if (absl::Status s = SchedulerChannelTargetFromList(server_).status(); !s.ok()) {
       return Usage({absl::StrCat("--server: ", s.message()), kGlobalUsage});
     }
+    options.bearer_token = BearerTokenFrom(parsed.Get("token"), "AIJOBS_TOKEN");
     options_ = options;
 
     const std::string name = command.name;
@@ -371,6 +437,10 @@ class Cli {
     if (name == "watch") return WatchCommand(parsed);
     if (name == "cancel") return Cancel(parsed);
     if (name == "retry") return Retry(parsed);
+    if (name == "apikey create") return ApiKeyCreate(parsed);
+    if (name == "apikey list") return ApiKeyList(parsed);
+    if (name == "apikey revoke") return ApiKeyRevoke(parsed);
+    if (name == "token") return Token(parsed);
     return List(parsed);
   }
 
@@ -582,6 +652,121 @@ class Cli {
     if (!response->next_page_token().empty()) {
       out_ << "next page: --page_token " << response->next_page_token() << "\n";
     }
+    return kExitOk;
+  }
+
+  std::unique_ptr<v1::AdminService::Stub> admin(grpc::ClientContext* ctx) {
+    client().PrepareContext(ctx, absl::Now() + options_.default_deadline);
+    return v1::AdminService::NewStub(client().channel());
+  }
+
+  void PrintApiKey(const v1::ApiKey& k) {
+    out_ << k.id() << "  " << k.name() << "  roles=" << absl::StrJoin(k.roles(), ",");
+    if (k.job_types_size() > 0) out_ << "  job_types=" << absl::StrJoin(k.job_types(), ",");
+    out_ << "  created " << FormatTime(k.created_at()) << " by " << k.created_by();
+    if (k.has_expires_at()) out_ << "  expires " << FormatTime(k.expires_at());
+    if (k.has_revoked_at()) out_ << "  REVOKED " << FormatTime(k.revoked_at());
+    out_ << "\n";
+  }
+
+  int ApiKeyCreate(const ParsedArgs& parsed) {
+    const char* usage = parsed.command->usage;
+    v1::CreateApiKeyRequest request;
+    request.set_name(parsed.Get("name"));
+    if (request.name().empty()) return Usage({"--name is required", usage});
+    if (parsed.Has("role")) {
+      for (const std::string& r : parsed.flags.at("role")) request.add_roles(r);
+    }
+    if (parsed.Has("job_type")) {
+      for (const std::string& t : parsed.flags.at("job_type")) request.add_job_types(t);
+    }
+    if (parsed.Has("expires")) {
+      absl::Duration ttl;
+      if (!ParseDays(parsed.Get("expires"), &ttl)) {
+        return Usage({absl::StrCat("--expires: cannot parse '", parsed.Get("expires"),
+                                   "' (use e.g. 90d, 12h, 30m)"),
+                      usage});
+      }
+      request.mutable_ttl()->set_seconds(absl::ToInt64Seconds(ttl));
+    }
+    request.set_tenant_id(parsed.Get("tenant"));
+    grpc::ClientContext ctx;
+    v1::CreateApiKeyResponse response;
+    grpc::Status s = admin(&ctx)->CreateApiKey(&ctx, request, &response);
+    if (!s.ok()) return RpcError(FromGrpcStatus(s));
+    if (parsed.Bool("json")) {
+      out_ << ToJson(response) << "\n";
+      return kExitOk;
+    }
+    out_ << response.key() << "\n";
+    err_ << "API key " << response.api_key().id() << " (" << response.api_key().name()
+         << ") of tenant " << response.api_key().tenant_id()
+         << " created; the key above is shown only this once\n";
+    return kExitOk;
+  }
+
+  int ApiKeyList(const ParsedArgs& parsed) {
+    v1::ListApiKeysRequest request;
+    request.set_include_revoked(parsed.Bool("all"));
+    grpc::ClientContext ctx;
+    v1::ListApiKeysResponse response;
+    grpc::Status s = admin(&ctx)->ListApiKeys(&ctx, request, &response);
+    if (!s.ok()) return RpcError(FromGrpcStatus(s));
+    if (parsed.Bool("json")) {
+      out_ << ToJson(response) << "\n";
+      return kExitOk;
+    }
+    for (const v1::ApiKey& k : response.api_keys()) PrintApiKey(k);
+    return kExitOk;
+  }
+
+  int ApiKeyRevoke(const ParsedArgs& parsed) {
+    v1::RevokeApiKeyRequest request;
+    request.set_id(parsed.positional[0]);
+    grpc::ClientContext ctx;
+    v1::ApiKey response;
+    grpc::Status s = admin(&ctx)->RevokeApiKey(&ctx, request, &response);
+    if (!s.ok()) return RpcError(FromGrpcStatus(s));
+    if (parsed.Bool("json")) {
+      out_ << ToJson(response) << "\n";
+    } else {
+      PrintApiKey(response);
+    }
+    return kExitOk;
+  }
+
+  int Token(const ParsedArgs& parsed) {
+    const char* usage = parsed.command->usage;
+    if (!parsed.Has("key")) return Usage({"--key is required", usage});
+    if (parsed.Get("sub").empty()) return Usage({"--sub is required", usage});
+    absl::Duration ttl = absl::Hours(1);
+    if (parsed.Has("ttl") && !ParseDays(parsed.Get("ttl"), &ttl)) {
+      return Usage(
+          {absl::StrCat("--ttl: cannot parse '", parsed.Get("ttl"), "' (e.g. 1h, 7d)"), usage});
+    }
+    std::ifstream file(parsed.Get("key"), std::ios::binary);
+    if (!file) return Usage({absl::StrCat("cannot read --key file '", parsed.Get("key"), "'"), ""});
+    const std::string text((std::istreambuf_iterator<char>(file)),
+                           std::istreambuf_iterator<char>());
+    auto key = auth::SigningKeyFromFile(text, parsed.Get("kid"));
+    if (!key.ok()) return Usage({absl::StrCat("--key: ", key.status().message()), ""});
+    google::protobuf::Struct claims;
+    auto& f = *claims.mutable_fields();
+    const absl::Time now = absl::Now();
+    f["sub"].set_string_value(parsed.Get("sub"));
+    f["iat"].set_number_value(static_cast<double>(absl::ToUnixSeconds(now)));
+    f["exp"].set_number_value(static_cast<double>(absl::ToUnixSeconds(now + ttl)));
+    if (parsed.Has("tenant")) f["tenant"].set_string_value(parsed.Get("tenant"));
+    if (parsed.Has("issuer")) f["iss"].set_string_value(parsed.Get("issuer"));
+    if (parsed.Has("audience")) f["aud"].set_string_value(parsed.Get("audience"));
+    for (const char* list : {"role", "job_type"}) {
+      if (!parsed.Has(list)) continue;
+      auto* values = f[std::string(list) == "role" ? "roles" : "job_types"].mutable_list_value();
+      for (const std::string& v : parsed.flags.at(list)) values->add_values()->set_string_value(v);
+    }
+    auto token = auth::SignJwt(claims, key->alg, key->material, key->kid);
+    if (!token.ok()) return RpcError(token.status());
+    out_ << *token << "\n";
     return kExitOk;
   }
 

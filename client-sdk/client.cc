@@ -110,6 +110,9 @@ void Client::PrepareContext(grpc::ClientContext* context, absl::Time deadline) c
   if (deadline != absl::InfiniteFuture()) context->set_deadline(absl::ToChronoTime(deadline));
   if (options_.wait_for_ready) context->set_wait_for_ready(true);
   for (const auto& [key, value] : options_.metadata) context->AddMetadata(key, value);
+  if (!options_.bearer_token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.bearer_token);
+  }
 }
 
 absl::StatusOr<v1::Job> Client::Submit(const v1::SubmitJobRequest& request) const {

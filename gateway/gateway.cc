@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "aijobs/v1/admin_service.pb.h"
 #include "aijobs/v1/job_service.pb.h"
 #include "common/text.h"
 #include "common/uuid.h"
@@ -63,7 +64,8 @@ std::string StatusCodeName(grpc::StatusCode code) {
 std::multimap<std::string, std::string> ToStdMultimap(
     const std::multimap<grpc::string_ref, grpc::string_ref>& md) {
   std::multimap<std::string, std::string> out;
-  for (const auto& [k, v] : md) out.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  for (const auto& [k, v] : md)
+    out.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
   return out;
 }
 
@@ -85,12 +87,18 @@ std::string EventId(const pb::Message& message, const std::string& name) {
   if (f == nullptr || f->is_repeated()) return "";
   const pb::Reflection* r = message.GetReflection();
   switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT64: return absl::StrCat(r->GetInt64(message, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT64: return absl::StrCat(r->GetUInt64(message, f));
-    case pb::FieldDescriptor::CPPTYPE_INT32: return absl::StrCat(r->GetInt32(message, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT32: return absl::StrCat(r->GetUInt32(message, f));
-    case pb::FieldDescriptor::CPPTYPE_STRING: return r->GetString(message, f);
-    default: return "";
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return absl::StrCat(r->GetInt64(message, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return absl::StrCat(r->GetUInt64(message, f));
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return absl::StrCat(r->GetInt32(message, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return absl::StrCat(r->GetUInt32(message, f));
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      return r->GetString(message, f);
+    default:
+      return "";
   }
 }
 
@@ -114,8 +122,8 @@ struct Gateway::RequestContext {
 // frame was written to the socket, so a slow client costs bounded memory.
 class StreamRelay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  StreamRelay(Gateway* gateway, std::shared_ptr<HttpExchange> exchange,
-              Gateway::RequestContext rc, const Route* route)
+  StreamRelay(Gateway* gateway, std::shared_ptr<HttpExchange> exchange, Gateway::RequestContext rc,
+              const Route* route)
       : gateway_(gateway), exchange_(std::move(exchange)), rc_(std::move(rc)), route_(route) {}
 
   void Start(std::shared_ptr<StreamRelay> self, const pb::Message& request) {
@@ -140,10 +148,9 @@ class StreamRelay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows with the status.
-    std::unique_ptr<pb::Message> message(
-        pb::MessageFactory::generated_factory()
-            ->GetPrototype(route_->method->output_type())
-            ->New());
+    std::unique_ptr<pb::Message> message(pb::MessageFactory::generated_factory()
+                                             ->GetPrototype(route_->method->output_type())
+                                             ->New());
     if (!Parse(response_, message.get())) {
       parse_error_ = true;
       context_.TryCancel();
@@ -156,11 +163,10 @@ class StreamRelay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
       return;
     }
     if (!header_sent_) SendHeader();
-    std::string frame = rc_.want_sse
-                            ? FormatSseEvent(EventName(*message),
-                                             EventId(*message, gateway_->options_.event_id_field),
-                                             *json)
-                            : FormatNdjsonResult(*json);
+    std::string frame =
+        rc_.want_sse ? FormatSseEvent(EventName(*message),
+                                      EventId(*message, gateway_->options_.event_id_field), *json)
+                     : FormatNdjsonResult(*json);
     // The hold keeps OnDone (and our destruction) away until the next read is started.
     AddHold();
     exchange_->Write(std::move(frame), [this](bool written) {
@@ -247,6 +253,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(const GatewayOptions& o
   // The services' descriptors are registered by their generated code, which a static link
   // drops unless something references it.
   static_cast<void>(aijobs::v1::GetJobRequest::descriptor());
+  static_cast<void>(aijobs::v1::CreateApiKeyRequest::descriptor());
   std::vector<const pb::ServiceDescriptor*> services;
   for (const std::string& name : options.services) {
     const pb::ServiceDescriptor* s = pb::DescriptorPool::generated_pool()->FindServiceByName(name);
@@ -330,8 +337,8 @@ void Gateway::Finish(const std::shared_ptr<HttpExchange>& exchange, const Reques
   metrics_.RecordRequest(rc.route_label, status, latency);
   if (options_.access_log || status >= 500) {
     auto level = status >= 500 ? spdlog::level::warn : spdlog::level::info;
-    spdlog::log(level, "request_id={} {} {} -> {} in {:.3f} ms", rc.request_id, rc.method,
-                rc.path, status, absl::ToDoubleMilliseconds(latency));
+    spdlog::log(level, "request_id={} {} {} -> {} in {:.3f} ms", rc.request_id, rc.method, rc.path,
+                status, absl::ToDoubleMilliseconds(latency));
   }
   exchange->Respond(std::move(response));
 }
@@ -339,8 +346,14 @@ void Gateway::Finish(const std::shared_ptr<HttpExchange>& exchange, const Reques
 void Gateway::FinishError(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
                           int grpc_code, absl::string_view message) {
   int status = HttpStatusFromGrpc(static_cast<grpc::StatusCode>(grpc_code));
-  Finish(exchange, rc,
-         MakeResponse(exchange->request(), status, kJson, ErrorBodyJson(grpc_code, message)));
+  HttpResponse res =
+      MakeResponse(exchange->request(), status, kJson, ErrorBodyJson(grpc_code, message));
+  if (status == 401) {
+    const bool had_credential =
+        exchange->request().find(http::field::authorization) != exchange->request().end();
+    res.set(http::field::www_authenticate, WwwAuthenticateValue(had_credential, message));
+  }
+  Finish(exchange, rc, std::move(res));
 }
 
 HttpResponse Gateway::RejectUnreadable(int http_status, absl::string_view reason) {
@@ -437,16 +450,17 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
 void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext rc) {
   const HttpRequest& req = exchange->request();
   HeaderList headers;
-  for (const auto& field : req) headers.emplace_back(ToStd(field.name_string()), ToStd(field.value()));
+  for (const auto& field : req)
+    headers.emplace_back(ToStd(field.name_string()), ToStd(field.value()));
   absl::StatusOr<CallMetadata> md = MetadataFromHeaders(headers, [] { return NewUuid(); });
   if (!md.ok()) {
     // Echo the caller's request id when that header was fine (another one was not).
     rc.request_id = RequestIdOrNew(req);
     if (md.status().code() == absl::StatusCode::kResourceExhausted) {
-      return Finish(exchange, rc,
-                    MakeResponse(req, 431, kJson,
-                                 ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
-                                               md.status().message())));
+      return Finish(
+          exchange, rc,
+          MakeResponse(req, 431, kJson,
+                       ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT, md.status().message())));
     }
     return FinishError(exchange, rc, grpc::StatusCode::INVALID_ARGUMENT, md.status().message());
   }
@@ -488,11 +502,11 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
     if (!allowed.empty()) {
       rc.route_label = "method_not_allowed";
       allowed.push_back("OPTIONS");
-      HttpResponse res = MakeResponse(
-          req, 405, kJson,
-          ErrorBodyJson(grpc::StatusCode::UNIMPLEMENTED,
-                        absl::StrCat(rc.method, " is not allowed on ", rc.path,
-                                     "; allowed: ", absl::StrJoin(allowed, ", "))));
+      HttpResponse res =
+          MakeResponse(req, 405, kJson,
+                       ErrorBodyJson(grpc::StatusCode::UNIMPLEMENTED,
+                                     absl::StrCat(rc.method, " is not allowed on ", rc.path,
+                                                  "; allowed: ", absl::StrJoin(allowed, ", "))));
       res.set(http::field::allow, absl::StrJoin(allowed, ", "));
       return Finish(exchange, rc, std::move(res));
     }
@@ -507,11 +521,12 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   // retry with a signed-in user's browser.
   if (rc.method != "GET" && rc.method != "HEAD" && rc.method != "DELETE" &&
       !IsJsonContentType(ToStd(req[http::field::content_type]))) {
-    return Finish(exchange, rc,
-                  MakeResponse(req, 415, kJson,
-                               ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
-                                             absl::StrCat(rc.method, " ", rc.path,
-                                                          " needs Content-Type: application/json"))));
+    return Finish(
+        exchange, rc,
+        MakeResponse(req, 415, kJson,
+                     ErrorBodyJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                   absl::StrCat(rc.method, " ", rc.path,
+                                                " needs Content-Type: application/json"))));
   }
 
   std::unique_ptr<pb::Message> request(
@@ -544,13 +559,15 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
     int64_t seq = 0;
     if (f == nullptr || f->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT64 || f->is_repeated()) {
       return FinishError(exchange, rc, grpc::StatusCode::INVALID_ARGUMENT,
-                         absl::StrCat(route.method->full_name(), " cannot resume: its request has "
-                                      "no int64 field ", options_.resume_field));
+                         absl::StrCat(route.method->full_name(),
+                                      " cannot resume: its request has "
+                                      "no int64 field ",
+                                      options_.resume_field));
     }
     if (!absl::SimpleAtoi(last_event_id, &seq) || seq < 0) {
-      return FinishError(exchange, rc, grpc::StatusCode::INVALID_ARGUMENT,
-                         absl::StrCat("Last-Event-ID \"", last_event_id,
-                                      "\" is not a non-negative event id"));
+      return FinishError(
+          exchange, rc, grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("Last-Event-ID \"", last_event_id, "\" is not a non-negative event id"));
     }
     const pb::Reflection* r = request->GetReflection();
     if (seq > r->GetInt64(*request, f)) r->SetInt64(request.get(), f, seq);
@@ -595,8 +612,7 @@ struct Gateway::UnaryCall {
 };
 
 void Gateway::CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,
-                        const RouteTable::Match& match,
-                        std::unique_ptr<pb::Message> request) {
+                        const RouteTable::Match& match, std::unique_ptr<pb::Message> request) {
   auto call = std::make_shared<UnaryCall>();
   call->route = match.route;
   call->changes = rc.method == "POST";
@@ -680,8 +696,8 @@ void Gateway::OnUnaryDone(std::shared_ptr<UnaryCall> call, grpc::Status status) 
   HttpResponseShape shape =
       ShapeFromResponseMetadata(ToStdMultimap(call->context->GetServerInitialMetadata()),
                                 ToStdMultimap(call->context->GetServerTrailingMetadata()));
-  HttpResponse res = MakeResponse(call->exchange->request(), shape.http_status.value_or(200),
-                                  kJson, std::move(*json));
+  HttpResponse res = MakeResponse(call->exchange->request(), shape.http_status.value_or(200), kJson,
+                                  std::move(*json));
   for (const auto& [k, v] : shape.headers) res.set(k, v);
   Finish(call->exchange, call->rc, std::move(res));
 }
@@ -704,14 +720,13 @@ void Gateway::HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContex
             check->response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
           return Finish(exchange, *rc, MakeResponse(req, 200, kJson, R"({"status":"ready"})"));
         }
-        std::string why = status.ok()
-                              ? absl::StrCat("upstream health is ",
-                                             grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
-                                                 check->response.status()))
-                              : absl::StrCat("upstream unreachable: ", status.error_message());
+        std::string why =
+            status.ok() ? absl::StrCat("upstream health is ",
+                                       grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                                           check->response.status()))
+                        : absl::StrCat("upstream unreachable: ", status.error_message());
         Finish(exchange, *rc,
-               MakeResponse(req, 503, kJson,
-                            ErrorBodyJson(grpc::StatusCode::UNAVAILABLE, why)));
+               MakeResponse(req, 503, kJson, ErrorBodyJson(grpc::StatusCode::UNAVAILABLE, why)));
       });
 }
 

@@ -31,7 +31,7 @@ namespace aijobs::gateway {
 
 struct GatewayOptions {
   // Fully-qualified names of the gRPC services to expose.
-  std::vector<std::string> services = {"aijobs.v1.JobService"};
+  std::vector<std::string> services = {"aijobs.v1.JobService", "aijobs.v1.AdminService"};
   // Deadline of unary calls without a Grpc-Timeout header. Streams get none by default: a
   // watch lives as long as its client.
   absl::Duration default_deadline = absl::Seconds(30);
@@ -104,7 +104,8 @@ class Gateway final : public RequestHandler {
   void HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext rc);
   struct UnaryCall;
   void CallUnary(std::shared_ptr<HttpExchange> exchange, RequestContext rc,
-                 const RouteTable::Match& match, std::unique_ptr<google::protobuf::Message> request);
+                 const RouteTable::Match& match,
+                 std::unique_ptr<google::protobuf::Message> request);
   void StartUnary(std::shared_ptr<UnaryCall> call, absl::Duration deadline);
   void OnUnaryDone(std::shared_ptr<UnaryCall> call, grpc::Status status);
   void HandleReadyz(std::shared_ptr<HttpExchange> exchange, RequestContext rc);

@@ -1,10 +1,10 @@
 #include "scheduler/job_service.h"
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include <algorithm>
 #include <deque>
 #include <functional>
-
-#include <google/protobuf/util/message_differencer.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -16,74 +16,45 @@
 #include "common/time_util.h"
 #include "common/uuid.h"
 #include "scheduler/cache_key.h"
+#include "scheduler/unary_call.h"
 #include "spdlog/spdlog.h"
 
 namespace aijobs::scheduler {
 
-Caller CallerFrom(const grpc::CallbackServerContext& ctx) { return Caller{}; }
+absl::StatusOr<Caller> AuthorizeJobCall(const Authenticator* auth,
+                                        const grpc::CallbackServerContext& ctx, JobAccess access,
+                                        const std::string& type) {
+  if (auth == nullptr || !auth->enabled()) return Caller{};
+  auto who = auth->Authenticate(ctx.client_metadata());
+  if (!who.ok()) return who.status();
+  if (who->worker()) {
+    return absl::PermissionDeniedError("a worker credential cannot call JobService");
+  }
+  if (who->anonymous()) {
+    switch (access) {
+      case JobAccess::kSubmit:
+        if (auth->IsPublic(type)) break;
+        return absl::UnauthenticatedError(absl::StrCat("job type \"", Utf8Prefix(type, 64),
+                                                       "\" needs a credential (it is not public)"));
+      case JobAccess::kRead:
+        break;  // its own anonymous jobs only: the store scopes by the empty owner
+      case JobAccess::kList:
+        return absl::UnauthenticatedError("listing jobs needs a credential");
+      case JobAccess::kRetry:
+        return absl::UnauthenticatedError("retrying a job needs a credential");
+      case JobAccess::kPutCache:
+        return absl::UnauthenticatedError("writing the response cache needs a credential");
+    }
+  } else if (access == JobAccess::kPutCache && !who->admin()) {
+    return absl::PermissionDeniedError("writing the response cache needs the admin role");
+  }
+  return who->AsCaller();
+}
 
 namespace {
 
 bool IsTerminal(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
-}
-
-// What a client is told about a failure. A database error is logged in full here and
-// answered with a sentence for people and a reference to that log line: libpq's text can
-// carry the server's address and internals ("connection to server at ... failed", "ERROR:
-// timestamp out of range"), which are the operator's business, not the caller's.
-grpc::Status ToClientStatus(const absl::Status& s) {
-  if (s.ok() || !absl::StrContains(s.message(), "PostgreSQL")) return ToGrpcStatus(s);
-  const std::string ref = NewUuid().substr(0, 8);
-  spdlog::warn("database error {} answered as {}: {}", ref, absl::StatusCodeToString(s.code()),
-               std::string(s.message()));
-  std::string text;
-  switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-      text = "the job database is unavailable; retry later";
-      break;
-    case absl::StatusCode::kDeadlineExceeded:
-      text = "the job database did not answer in time; retry later";
-      break;
-    case absl::StatusCode::kInvalidArgument:
-      text = "the job database refused a value of this request";
-      break;
-    default:
-      text = "internal error";
-  }
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                      absl::StrCat(text, " (scheduler log reference ", ref, ")"));
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToClientStatus(s));
-  return reactor;
-}
-
-// How long a caller turned away by a full executor is asked to wait.
-constexpr absl::Duration kOverloadRetryAfter = absl::Seconds(1);
-
-// The answer to work an executor refused (`refused`: its RESOURCE_EXHAUSTED). Adds the retry
-// hint to the trailing metadata, so call it before Finish.
-grpc::Status Overloaded(grpc::CallbackServerContext* ctx, const absl::Status& refused) {
-  std::string seconds = absl::StrCat(absl::ToInt64Seconds(kOverloadRetryAfter));
-  ctx->AddTrailingMetadata("retry-after", seconds);
-  ctx->AddTrailingMetadata("x-http-header-retry-after", seconds);
-  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                      absl::StrCat("scheduler overloaded (", refused.message(), "); retry in ",
-                                   absl::FormatDuration(kOverloadRetryAfter)));
-}
-
-// Runs `work` (database calls) on the executor, never on gRPC's thread, and finishes the
-// call with the status it returns; RESOURCE_EXHAUSTED at once when the executor is full.
-grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* ctx, Executor* executor,
-                                        std::function<absl::Status()> work) {
-  auto* reactor = ctx->DefaultReactor();
-  absl::Status queued = executor->TryRun(
-      [reactor, work = std::move(work)] { reactor->Finish(ToClientStatus(work())); });
-  if (!queued.ok()) reactor->Finish(Overloaded(ctx, queued));
-  return reactor;
 }
 
 constexpr int kEventPage = 1000;
@@ -451,6 +422,8 @@ size_t JobServiceImpl::WatchCount() { return watches_->size(); }
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                     const v1::SubmitJobRequest* request,
                                                     v1::Job* job) {
+  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kSubmit, request->type());
+  if (!caller.ok()) return FinishNow(ctx, caller.status());
   // The registry answers from memory. Its INVALID_ARGUMENT becomes validation's own message;
   // UNAVAILABLE (the types could not be loaded) is answered as such, after the input checks.
   JobTypeRegistry* types = deps_.types;
@@ -463,7 +436,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   if (!type_known.ok()) return FinishNow(ctx, type_known);
   NewJob nj;
   nj.id = NewUuid();
-  nj.caller = CallerFrom(*ctx);
+  nj.caller = *std::move(caller);
   nj.type = request->type();
   *nj.spec.mutable_input() = request->input();
   *nj.spec.mutable_labels() = request->labels();
@@ -534,7 +507,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
                                                  const v1::GetJobRequest* request, v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  Caller caller = CallerFrom(*ctx);
+  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  if (!authorized.ok()) return FinishNow(ctx, authorized.status());
+  Caller caller = *std::move(authorized);
   return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     auto r = deps_.store->GetJob(caller, request->job_id());
     if (r.ok()) *job = std::move(*r);
@@ -544,17 +519,19 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  class Reject : public grpc::ServerWriteReactor<v1::JobEvent> {
+   public:
+    explicit Reject(const grpc::Status& s) { Finish(s); }
+    void OnDone() override { delete this; }
+  };
+  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  if (!caller.ok()) return new Reject(ToClientStatus(caller.status()));
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok() || request->after_seq() < 0) {
-    class Reject : public grpc::ServerWriteReactor<v1::JobEvent> {
-     public:
-      explicit Reject(const grpc::Status& s) { Finish(s); }
-      void OnDone() override { delete this; }
-    };
     return new Reject(ToClientStatus(
         valid.ok() ? absl::InvalidArgumentError("after_seq must not be negative") : valid));
   }
-  auto w = std::make_shared<WatchStream>(&deps_, watches_.get(), CallerFrom(*ctx),
+  auto w = std::make_shared<WatchStream>(&deps_, watches_.get(), *std::move(caller),
                                          request->job_id(), request->after_seq());
   absl::Status started = w->Start(w);
   if (!started.ok()) w->FinishRefused(Overloaded(ctx, started));
@@ -566,7 +543,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
                                                     v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  Caller caller = CallerFrom(*ctx);
+  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  if (!authorized.ok()) return FinishNow(ctx, authorized.status());
+  Caller caller = *std::move(authorized);
   return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     const std::string& id = request->job_id();
     std::string reason = request->reason().empty() ? "cancelled by request" : request->reason();
@@ -613,8 +592,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   if (!v1::JobState_IsValid(request->state())) {
     return FinishNow(ctx, absl::InvalidArgumentError("state is not a known job state"));
   }
+  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kList);
+  if (!caller.ok()) return FinishNow(ctx, caller.status());
   ListQuery q;
-  q.caller = CallerFrom(*ctx);
+  q.caller = *std::move(caller);
   q.state = request->state();
   q.type = request->type();
   q.page_size = request->page_size() == 0 ? 50 : request->page_size();
@@ -634,7 +615,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* 
                                                    v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  Caller caller = CallerFrom(*ctx);
+  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRetry);
+  if (!authorized.ok()) return FinishNow(ctx, authorized.status());
+  Caller caller = *std::move(authorized);
   return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
     auto r = deps_.store->RetryJob(caller, request->job_id());
     if (r.ok()) {
@@ -651,7 +634,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::PutCachedResult(grpc::CallbackServerCo
                                                           v1::PutCachedResultResponse* response) {
   absl::Status valid = ValidatePutCachedResult(*request, deps_.limits);
   if (!valid.ok()) return FinishNow(ctx, valid);
-  Caller caller = CallerFrom(*ctx);
+  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kPutCache);
+  if (!authorized.ok()) return FinishNow(ctx, authorized.status());
+  Caller caller = *std::move(authorized);
   std::string key = CacheKey(caller.tenant_id, request->type(), request->input());
   if (key.empty()) return FinishNow(ctx, absl::InternalError("computing the cache key failed"));
   return RunOnExecutor(ctx, deps_.executor, [this, request, response, caller, key] {

@@ -23,14 +23,15 @@
 
 #include "aijobs/v1/job_service.grpc.pb.h"
 #include "common/executor.h"
+#include "scheduler/authenticator.h"
 #include "scheduler/cache_adverts.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/job_store.h"
-#include "scheduler/watch_read_batcher.h"
 #include "scheduler/job_type_registry.h"
 #include "scheduler/submit_batcher.h"
 #include "scheduler/validation.h"
+#include "scheduler/watch_read_batcher.h"
 
 namespace aijobs::scheduler {
 
@@ -47,6 +48,8 @@ struct JobServiceDeps {
   // Groups the first read of new watches (null: each reads on the watch lane on its own).
   WatchReadBatcher* watch_reads = nullptr;
   JobTypeRegistry* types;
+  // Who is calling (null: every caller is the one default tenant, as with --auth=off).
+  const Authenticator* auth = nullptr;
   // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
   CacheAdvertRegistry* cache_adverts = nullptr;
   SubmitLimits limits;
@@ -89,8 +92,16 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   std::unique_ptr<WatchRegistry> watches_;
 };
 
-// The caller's identity from request metadata. Today every caller is the default tenant;
-// verified tokens plug in here.
-Caller CallerFrom(const grpc::CallbackServerContext& ctx);
+// What a JobService call needs of its caller.
+enum class JobAccess { kSubmit, kRead, kList, kRetry, kPutCache };
+
+// The caller of `ctx` as the store scopes it, when it may make a call needing `access` (for
+// kSubmit, of job type `type`): UNAUTHENTICATED for a missing or bad credential and for an
+// anonymous caller where one is needed (anything but submitting a public type and reading,
+// watching or cancelling its own anonymous jobs); PERMISSION_DENIED for a worker credential
+// and, for kPutCache, a caller without the admin role. `auth` null: the --auth=off caller.
+absl::StatusOr<Caller> AuthorizeJobCall(const Authenticator* auth,
+                                        const grpc::CallbackServerContext& ctx, JobAccess access,
+                                        const std::string& type = "");
 
 }  // namespace aijobs::scheduler

@@ -28,10 +28,17 @@ namespace aijobs::scheduler {
 // 2^30 of them would be tens of GB), so the transition is always after them.
 inline constexpr int64_t kTakeoverSeqGap = int64_t{1} << 30;
 
-// Who is calling: every read and write is scoped by tenant.
+// Who is calling: every read and write is scoped by tenant and, unless `any_owner`, by
+// owner: a job another caller owns answers NOT_FOUND, exactly like one that does not exist.
+// (The default is the caller of a scheduler run with --auth=off.)
 struct Caller {
   std::string tenant_id = "default";
-  std::string subject = "anonymous";
+  std::string subject = "anonymous";  // the owner of the jobs it submits
+  bool any_owner = true;              // sees every owner's jobs of its tenant (admins)
+
+  bool Sees(const v1::Job& job) const {
+    return job.tenant_id() == tenant_id && (any_owner || job.owner() == subject);
+  }
 };
 
 struct NewJob {

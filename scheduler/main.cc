@@ -1,10 +1,12 @@
 // aijobs-scheduler: flag parsing and wiring only; see scheduler_server.h.
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/mutex.h"
 #include "common/flags_help.h"
 #include "common/logging.h"
 #include "common/shutdown_signal.h"
@@ -41,6 +43,30 @@ ABSL_FLAG(int64_t, event_flush_ms, 100, "how often streamed output is written to
 ABSL_FLAG(int64_t, watch_poll_ms, 500,
           "how often idle WatchJob streams check for events written by other replicas");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 10000, "on SIGTERM, how long running attempts may finish");
+ABSL_FLAG(std::string, auth, "on",
+          "on: every call is authenticated (JWT or API key; workers with a worker credential); "
+          "off: no authentication, one default tenant, anyone may act as a worker (local "
+          "development only)");
+ABSL_FLAG(std::string, jwt_keys, "",
+          "file with the keys JWTs are verified with: a JWKS (HS256/RS256/ES256, picked by kid) "
+          "or PEM public keys; re-read when it changes (key rotation without a restart)");
+ABSL_FLAG(std::string, jwt_issuer, "", "required iss of JWTs (empty: not checked)");
+ABSL_FLAG(std::string, jwt_audience, "", "required aud of JWTs (empty: not checked)");
+ABSL_FLAG(int64_t, jwt_leeway_s, 30, "clock skew allowed on JWT exp and nbf");
+ABSL_FLAG(std::string, jwt_tenant_claim, "tenant",
+          "JWT claim naming the caller's tenant (absent: --default_tenant)");
+ABSL_FLAG(std::string, jwt_roles_claim, "roles",
+          "JWT claim listing the caller's roles (admin, worker, or your own)");
+ABSL_FLAG(std::string, jwt_job_types_claim, "job_types",
+          "JWT claim listing the job types a worker credential may serve (absent: any)");
+ABSL_FLAG(std::string, jwt_tier_claim, "tier", "JWT claim naming the caller's tier");
+ABSL_FLAG(std::string, default_tenant, "default",
+          "tenant of anonymous callers and of JWTs without the tenant claim");
+ABSL_FLAG(std::vector<std::string>, public_job_types, {},
+          "job types anonymous callers may submit and read (e.g. a landing-page assistant)");
+ABSL_FLAG(int64_t, auth_reload_ms, 1000,
+          "how often --jwt_keys is checked for changes and API keys are re-read (a revoked key "
+          "stops working on every replica within this)");
 
 int main(int argc, char** argv) {
   // Before any thread starts, so that only its signal thread receives SIGINT/SIGTERM.
@@ -75,6 +101,24 @@ int main(int argc, char** argv) {
   o.job_type_ttl = absl::Seconds(absl::GetFlag(FLAGS_job_type_ttl_s));
   o.event_flush_interval = absl::Milliseconds(absl::GetFlag(FLAGS_event_flush_ms));
   o.watch_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_watch_poll_ms));
+
+  const std::string auth_mode = absl::GetFlag(FLAGS_auth);
+  if (auth_mode != "on" && auth_mode != "off") {
+    spdlog::critical("--auth must be on or off, not \"{}\"", auth_mode);
+    return 2;
+  }
+  o.auth.enabled = auth_mode == "on";
+  o.auth.jwt_keys_file = absl::GetFlag(FLAGS_jwt_keys);
+  o.auth.jwt_check.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  o.auth.jwt_check.audience = absl::GetFlag(FLAGS_jwt_audience);
+  o.auth.jwt_check.leeway = absl::Seconds(absl::GetFlag(FLAGS_jwt_leeway_s));
+  o.auth.tenant_claim = absl::GetFlag(FLAGS_jwt_tenant_claim);
+  o.auth.roles_claim = absl::GetFlag(FLAGS_jwt_roles_claim);
+  o.auth.job_types_claim = absl::GetFlag(FLAGS_jwt_job_types_claim);
+  o.auth.tier_claim = absl::GetFlag(FLAGS_jwt_tier_claim);
+  o.auth.default_tenant = absl::GetFlag(FLAGS_default_tenant);
+  o.auth.public_job_types = absl::GetFlag(FLAGS_public_job_types);
+  o.auth.reload_interval = absl::Milliseconds(absl::GetFlag(FLAGS_auth_reload_ms));
 
   auto server = aijobs::scheduler::SchedulerServer::Start(o);
   if (!server.ok()) {

@@ -119,6 +119,28 @@ ALTER TABLE job_events SET (autovacuum_vacuum_scale_factor = 0.05,
   autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05,
   autovacuum_vacuum_cost_delay = 0);
 )sql"},
+      // Identity: an idempotency key belongs to its caller (tenant and owner), a caller lists
+      // its own jobs without walking its tenant's, and API keys (only a hash of the secret).
+      {5, R"sql(
+CREATE UNIQUE INDEX jobs_idempotency_owner ON jobs (tenant_id, owner, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+DROP INDEX jobs_idempotency;
+CREATE INDEX jobs_list_owner ON jobs (tenant_id, owner, created_at DESC, id DESC);
+
+CREATE TABLE api_keys (
+  id         text PRIMARY KEY,          -- 16 hex digits: the public part of the key
+  tenant_id  text NOT NULL,
+  name       text NOT NULL,
+  hash       text NOT NULL,             -- hex SHA-256 of the secret
+  roles      text[] NOT NULL DEFAULT '{}',
+  job_types  text[] NOT NULL DEFAULT '{}',  -- worker keys: the types it may serve (none: any)
+  created_by text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz,
+  revoked_at timestamptz
+);
+CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at DESC);
+)sql"},
   };
   return *migrations;
 }
@@ -135,8 +157,8 @@ absl::Status ApplyMigrations(pg::Connection& conn) {
     (void)conn.Exec("ROLLBACK");
     return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
   };
-  auto begun = conn.Exec(absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kMigrationLockKey,
-                                      ")"));
+  auto begun =
+      conn.Exec(absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kMigrationLockKey, ")"));
   if (!begun.ok()) return fail(begun.status(), "locking the schema");
   auto table = conn.Exec(
       "CREATE TABLE IF NOT EXISTS aijobs_schema_migrations ("
@@ -148,8 +170,8 @@ absl::Status ApplyMigrations(pg::Connection& conn) {
   std::vector<int> done;
   for (const Migration& m : Migrations()) {
     if (m.version <= current) continue;
-    auto r = conn.Exec(absl::StrCat(m.sql, "\nINSERT INTO aijobs_schema_migrations (version) VALUES (",
-                                    m.version, ");"));
+    auto r = conn.Exec(absl::StrCat(
+        m.sql, "\nINSERT INTO aijobs_schema_migrations (version) VALUES (", m.version, ");"));
     if (!r.ok()) return fail(r.status(), absl::StrCat("migration ", m.version, " failed"));
     done.push_back(m.version);
   }

@@ -1,14 +1,15 @@
 #include "scheduler/pg_job_store.h"
 
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/pg/array.h"
-#include "common/time_util.h"
 #include "common/text.h"
+#include "common/time_util.h"
 #include "common/uuid.h"
 
 namespace aijobs::scheduler {
@@ -19,11 +20,11 @@ using pg::Params;
 using pg::Result;
 
 // The columns every statement returning jobs selects, and their names in a CTE.
-#define JOB_COLUMNS                                                                    \
-  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
-  "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, " \
-  "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "         \
-  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq, "   \
+#define JOB_COLUMNS                                                                        \
+  "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "             \
+  "idempotency_key, timeout_ms, result, error, aijobs_us(run_after) AS run_after_us, "     \
+  "aijobs_us(created_at) AS created_us, aijobs_us(updated_at) AS updated_us, "             \
+  "aijobs_us(started_at) AS started_us, aijobs_us(finished_at) AS finished_us, last_seq, " \
   "cached, queue_timeout_ms"
 #define JOB_NAMES                                                                      \
   "id, tenant_id, owner, type, spec, state, priority, attempt, max_attempts, "         \
@@ -129,6 +130,16 @@ std::string MicrosLiteral(absl::Duration d) { return absl::StrCat(absl::ToInt64M
 
 std::string JobNotFound(const std::string& id) { return absl::StrCat("job ", id, " not found"); }
 
+// The owner condition of a statement: NULL (any owner) for callers that see every owner's
+// jobs, else the caller's subject.
+void AddOwnerFilter(const Caller& caller, Params* p) {
+  if (caller.any_owner) {
+    p->AddNull();
+  } else {
+    p->Add(caller.subject);
+  }
+}
+
 // A positive ttl is kept at least 1 ms (the column's unit), so opting in never means "off".
 int64_t CacheTtlMillis(absl::Duration ttl) {
   return std::max<int64_t>(1, absl::ToInt64Milliseconds(ttl));
@@ -148,7 +159,8 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       "SELECT i_id, i_tenant, i_owner, i_type, i_spec, 1, i_priority, 0, i_max_attempts, "
       "i_max_attempts, i_key, i_timeout, 1, i_cache_key, i_cache_ttl, i_queue_timeout "
       "FROM input "
-      "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+      "ON CONFLICT (tenant_id, owner, idempotency_key) WHERE idempotency_key IS NOT NULL "
+      "DO NOTHING "
       "RETURNING id, created_at) "
       // The QUEUED event (seq 1) is not stored: ReadEvents derives it from the job row,
       // which saves a row and an index entry on every submit.
@@ -197,13 +209,14 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
   for (int i = 0; i < r->rows(); ++i) created.emplace(r->GetString(i, 0), r->GetInt(i, 1));
 
   std::vector<SubmitOutcome> out(jobs.size());
-  // tenant -> idempotency keys whose job already existed
-  std::unordered_map<std::string, std::vector<std::string>> existing_keys;
+  // (tenant, owner) -> idempotency keys whose job already existed
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> existing_keys;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const NewJob& j = jobs[i];
     auto it = created.find(j.id);
     if (it == created.end()) {
-      existing_keys[j.caller.tenant_id].push_back(j.idempotency_key.value_or(""));
+      existing_keys[{j.caller.tenant_id, j.caller.subject}].push_back(
+          j.idempotency_key.value_or(""));
       continue;
     }
     v1::Job& job = out[i].job;
@@ -227,15 +240,16 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
     job.set_owner(j.caller.subject);
     job.set_last_seq(1);
   }
-  for (auto& [tenant, keys_list] : existing_keys) {
+  for (auto& [tenant_owner, keys_list] : existing_keys) {
+    const auto& [tenant, owner] = tenant_owner;
     ArrayBuilder key_array;
     for (const auto& k : keys_list) key_array.Add(k);
     Params q;
-    q.Add(tenant).Add(key_array.Finish());
+    q.Add(tenant).Add(owner).Add(key_array.Finish());
     auto existing = (*conn)->ExecPrepared(
         "jobs_by_keys",
         "SELECT " JOB_COLUMNS
-        " FROM jobs WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])",
+        " FROM jobs WHERE tenant_id = $1 AND owner = $2 AND idempotency_key = ANY($3::text[])",
         q);
     if (!existing.ok()) return existing.status();
     std::unordered_map<std::string, v1::Job> by_key;
@@ -244,7 +258,10 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
       by_key.emplace(job.idempotency_key(), std::move(job));
     }
     for (size_t i = 0; i < jobs.size(); ++i) {
-      if (jobs[i].caller.tenant_id != tenant || created.count(jobs[i].id)) continue;
+      if (jobs[i].caller.tenant_id != tenant || jobs[i].caller.subject != owner ||
+          created.count(jobs[i].id)) {
+        continue;
+      }
       auto it = by_key.find(jobs[i].idempotency_key.value_or(""));
       if (it == by_key.end()) {
         return absl::AbortedError("a job with the same idempotency key was deleted concurrently");
@@ -258,10 +275,10 @@ absl::StatusOr<std::vector<SubmitOutcome>> PgJobStore::InsertJobs(const std::vec
 
 namespace {
 
-// The caller's job `id`, found by primary key alone: the tenant is compared on the row. (With
-// "AND tenant_id = $2" in the statement the cached generic plan may walk jobs_list, tenant
-// first, whose cost grows with the tenant's history.) Another tenant's job is NOT_FOUND,
-// exactly like a missing one.
+// The caller's job `id`, found by primary key alone: tenant and owner are compared on the row.
+// (With "AND tenant_id = $2" in the statement the cached generic plan may walk jobs_list,
+// tenant first, whose cost grows with the tenant's history.) Another tenant's or owner's job
+// is NOT_FOUND, exactly like a missing one.
 absl::StatusOr<v1::Job> SelectJob(pg::Connection& conn, const Caller& caller,
                                   const std::string& id) {
   Params p;
@@ -270,7 +287,7 @@ absl::StatusOr<v1::Job> SelectJob(pg::Connection& conn, const Caller& caller,
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return absl::NotFoundError(JobNotFound(id));
   v1::Job job = RowToJob(*r, 0);
-  if (job.tenant_id() != caller.tenant_id) return absl::NotFoundError(JobNotFound(id));
+  if (!caller.Sees(job)) return absl::NotFoundError(JobNotFound(id));
   return job;
 }
 
@@ -317,6 +334,7 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
     p.Add(created_us).Add(id);
   }
   p.Add(int64_t{std::max(query.page_size, 1) + 1});
+  AddOwnerFilter(query.caller, &p);
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   // Planned per call: which index fits depends on the filters actually given.
@@ -325,6 +343,7 @@ absl::StatusOr<ListPage> PgJobStore::ListJobs(const ListQuery& query) {
       " FROM jobs WHERE tenant_id = $1 AND ($2::int = 0 OR state = $2::int) "
       "AND ($3::text = '' OR type = $3::text) AND ($4::int8 IS NULL OR (created_at, id) < "
       "('epoch'::timestamptz + $4::int8 * interval '1 microsecond', $5::uuid)) "
+      "AND ($7::text IS NULL OR owner = $7::text) "
       "ORDER BY created_at DESC, id DESC LIMIT $6",
       p);
   if (!r.ok()) return r.status();
@@ -595,13 +614,14 @@ absl::StatusOr<v1::Job> PgJobStore::CancelJob(const Caller& caller, const std::s
       "WITH upd AS (UPDATE jobs SET state = 5, error = $3::bytea, lease_owner = NULL, "
       "lease_expires_at = NULL, finished_at = now(), updated_at = now(), "
       "last_seq = " NEXT_SEQ_FROM_EVENTS("$4::int8") " WHERE id = $1::uuid AND tenant_id = $2 "
-      "AND state IN (1, 2) RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
+      "AND ($5::text IS NULL OR owner = $5::text) AND state IN (1, 2) RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS
       "SELECT " JOB_NAMES " FROM upd";
   v1::JobError error;
   error.set_code("CANCELLED");
   error.set_message(reason.empty() ? "cancelled by request" : reason);
   Params p;
   p.Add(id).Add(caller.tenant_id).AddBinary(error.SerializeAsString()).Add(last_seq);
+  AddOwnerFilter(caller, &p);
   absl::StatusOr<Result> r;
   {
     auto conn = pool_->Acquire();
@@ -620,10 +640,12 @@ absl::StatusOr<v1::Job> PgJobStore::RetryJob(const Caller& caller, const std::st
   static constexpr char kSql[] =
       "WITH upd AS (UPDATE jobs SET state = 1, max_attempts = attempt + attempt_budget, "
       "error = NULL, result = NULL, run_after = now(), finished_at = NULL, updated_at = now(), "
-      "last_seq = last_seq + 1 WHERE id = $1::uuid AND tenant_id = $2 AND state IN (4, 5) "
+      "last_seq = last_seq + 1 WHERE id = $1::uuid AND tenant_id = $2 AND ($3::text IS NULL OR "
+      "owner = $3::text) AND state IN (4, 5) "
       "RETURNING " JOB_COLUMNS "), " TRANSITION_EVENTS "SELECT " JOB_NAMES " FROM upd";
   Params p;
   p.Add(id).Add(caller.tenant_id);
+  AddOwnerFilter(caller, &p);
   absl::StatusOr<Result> r;
   {
     auto conn = pool_->Acquire();
@@ -651,8 +673,7 @@ bool NoStoredEventsAfter(const v1::Job& job, int64_t after_seq) {
 // Appends the events of job_events rows [begin, end) of `r` to page->events, after the
 // derived QUEUED event when after_seq < 1. Columns from `c`: seq, kind, state, attempt, error,
 // payload, time (us).
-void DecodeEvents(const Result& r, int begin, int end, int c, int64_t after_seq,
-                  EventPage* page) {
+void DecodeEvents(const Result& r, int begin, int end, int c, int64_t after_seq, EventPage* page) {
   const v1::Job& job = page->job;
   const std::string& id = job.id();
   std::vector<v1::JobEvent>& events = page->events;
@@ -740,8 +761,7 @@ absl::StatusOr<EventPage> PgJobStore::ReadEvents(const Caller& caller, const std
 
 absl::StatusOr<std::vector<absl::StatusOr<EventPage>>> PgJobStore::ReadEventsBatch(
     const std::vector<EventQuery>& queries, int limit) {
-  std::vector<absl::StatusOr<EventPage>> out(queries.size(),
-                                             absl::InternalError("not read"));
+  std::vector<absl::StatusOr<EventPage>> out(queries.size(), absl::InternalError("not read"));
   if (queries.empty()) return out;
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
@@ -763,8 +783,8 @@ absl::StatusOr<std::vector<absl::StatusOr<EventPage>>> PgJobStore::ReadEventsBat
     auto it = row_of.find(q.job_id);
     v1::Job job;
     if (it != row_of.end()) job = RowToJob(*jr, it->second);
-    // Another tenant's job is NOT_FOUND, exactly like a missing one.
-    if (it == row_of.end() || job.tenant_id() != q.caller.tenant_id) {
+    // Another tenant's or owner's job is NOT_FOUND, exactly like a missing one.
+    if (it == row_of.end() || !q.caller.Sees(job)) {
       out[i] = absl::NotFoundError(JobNotFound(q.job_id));
       continue;
     }
@@ -852,7 +872,8 @@ absl::StatusOr<std::optional<SubmitOutcome>> PgJobStore::InsertFromCache(const N
       "SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, 3, $6::int, 0, $7::int, $7::int, "
       "$8::text, $9::int8, "
       "h_result, 2, now(), true, $10::bytea, $11::int8 FROM hit "
-      "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+      "ON CONFLICT (tenant_id, owner, idempotency_key) WHERE idempotency_key IS NOT NULL "
+      "DO NOTHING "
       "RETURNING " JOB_COLUMNS
       "), "
       "ev AS (INSERT INTO job_events (job_id, seq, kind, state, attempt, payload) "
@@ -876,10 +897,12 @@ absl::StatusOr<std::optional<SubmitOutcome>> PgJobStore::InsertFromCache(const N
   }
   // A hit, but the idempotency key already belongs to a job: that job is the answer.
   Params q;
-  q.Add(job.caller.tenant_id).Add(*job.idempotency_key);
+  q.Add(job.caller.tenant_id).Add(job.caller.subject).Add(*job.idempotency_key);
   auto existing = (*conn)->ExecPrepared(
       "job_by_key",
-      "SELECT " JOB_COLUMNS " FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2", q);
+      "SELECT " JOB_COLUMNS
+      " FROM jobs WHERE tenant_id = $1 AND owner = $2 AND idempotency_key = $3",
+      q);
   if (!existing.ok()) return existing.status();
   if (existing->rows() == 0) {
     return absl::AbortedError("a job with the same idempotency key was deleted concurrently");

@@ -10,6 +10,7 @@
 #include "common/executor.h"
 #include "common/pg/pool.h"
 #include "common/time_util.h"
+#include "scheduler/admin_service.h"
 #include "scheduler/attempt_finisher.h"
 #include "scheduler/cache_adverts.h"
 #include "scheduler/dispatcher.h"
@@ -18,6 +19,7 @@
 #include "scheduler/job_service.h"
 #include "scheduler/job_type_registry.h"
 #include "scheduler/migrations.h"
+#include "scheduler/pg_api_key_store.h"
 #include "scheduler/pg_job_store.h"
 #include "scheduler/submit_batcher.h"
 #include "scheduler/worker_service.h"
@@ -31,6 +33,8 @@ struct SchedulerServer::Impl {
   std::unique_ptr<pg::Pool> pool;
   std::unique_ptr<pg::Pool> relaxed_pool;
   std::unique_ptr<PgJobStore> store;
+  std::unique_ptr<PgApiKeyStore> api_keys;
+  std::unique_ptr<Authenticator> auth;
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<Executor> watch_executor;
@@ -42,6 +46,7 @@ struct SchedulerServer::Impl {
   std::unique_ptr<Housekeeping> housekeeping;
   std::unique_ptr<SubmitBatcher> batcher;
   std::unique_ptr<JobServiceImpl> job_service;
+  std::unique_ptr<AdminServiceImpl> admin_service;
   std::unique_ptr<WorkerServiceImpl> worker_service;
   std::unique_ptr<grpc::Server> server;
   bool shut_down = false;
@@ -106,16 +111,30 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
                                           o.db_transaction_pooler);
   // Through a transaction pooler this pool's commits are synchronous too (nothing can be
   // set on a shared session): slower, never less durable.
-  impl->relaxed_pool = std::make_unique<pg::Pool>(o.database_url, std::max(4, o.db_pool_size / 2),
-                                                  30000, /*synchronous_commit=*/false,
-                                                  o.db_transaction_pooler);
+  impl->relaxed_pool =
+      std::make_unique<pg::Pool>(o.database_url, std::max(4, o.db_pool_size / 2), 30000,
+                                 /*synchronous_commit=*/false, o.db_transaction_pooler);
   if (o.db_transaction_pooler) {
-    spdlog::info("database behind a transaction pooler: no session settings or prepared "
-                 "statements; {}",
-                 o.database_listen_url.empty() ? "no LISTEN, replicas poll"
-                                               : "LISTEN on --database_listen_url");
+    spdlog::info(
+        "database behind a transaction pooler: no session settings or prepared "
+        "statements; {}",
+        o.database_listen_url.empty() ? "no LISTEN, replicas poll"
+                                      : "LISTEN on --database_listen_url");
   }
   impl->store = std::make_unique<PgJobStore>(impl->pool.get(), impl->relaxed_pool.get());
+  impl->api_keys = std::make_unique<PgApiKeyStore>(impl->pool.get());
+  auto auth = Authenticator::Create(o.auth, impl->api_keys.get());
+  if (!auth.ok()) return auth.status();
+  impl->auth = *std::move(auth);
+  if (!o.auth.enabled) {
+    spdlog::warn(
+        "--auth=off: every caller is tenant \"default\" and may do everything, and "
+        "anyone may connect as a worker; for local development only");
+  } else if (o.auth.jwt_keys_file.empty()) {
+    spdlog::warn(
+        "no --jwt_keys: only API keys are accepted, and they are created by an admin "
+        "(a token signed by a --jwt_keys key with the admin role)");
+  }
   impl->hub = std::make_unique<EventHub>();
   // Unary calls and watch replays run in separate bounded lanes: a full lane answers
   // RESOURCE_EXHAUSTED rather than queueing without limit, and watches cannot delay submits.
@@ -151,8 +170,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   hopts.heartbeat_interval = o.heartbeat_interval;
   hopts.retention = o.retention;
   hopts.database_url = !o.database_listen_url.empty() ? o.database_listen_url
-                      : o.db_transaction_pooler    ? ""
-                                                   : o.database_url;
+                       : o.db_transaction_pooler      ? ""
+                                                      : o.database_url;
   impl->housekeeping = std::make_unique<Housekeeping>(
       impl->store.get(), impl->hub.get(), impl->dispatcher.get(), impl->finisher.get(), hopts);
   impl->batcher = std::make_unique<SubmitBatcher>(impl->store.get(), [raw] {
@@ -169,6 +188,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.watch_executor = impl->watch_executor.get();
   jdeps.watch_reads = impl->watch_reads.get();
   jdeps.types = impl->types.get();
+  jdeps.auth = impl->auth.get();
   jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;
   jdeps.default_queue_timeout = o.default_queue_timeout;
@@ -182,11 +202,14 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   wdeps.finisher = impl->finisher.get();
   wdeps.executor = impl->executor.get();
   wdeps.types = impl->types.get();
+  wdeps.auth = impl->auth.get();
   wdeps.cache_adverts = impl->cache_adverts.get();
   wdeps.replica_id = o.replica_id;
   wdeps.retry = RetryPolicy{o.retry_base, o.retry_max};
   wdeps.heartbeat_interval = o.heartbeat_interval;
   impl->worker_service = std::make_unique<WorkerServiceImpl>(wdeps);
+  impl->admin_service = std::make_unique<AdminServiceImpl>(
+      AdminServiceDeps{impl->api_keys.get(), impl->auth.get(), impl->executor.get()});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -194,6 +217,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &impl->port);
   builder.RegisterService(impl->job_service.get());
   builder.RegisterService(impl->worker_service.get());
+  builder.RegisterService(impl->admin_service.get());
   // Worker messages batch many results (an embed result alone can pass 4 MiB); client input
   // size is checked separately against --max_input_bytes with a clear error.
   builder.SetMaxReceiveMessageSize(

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "scheduler/authenticator.h"
 
 namespace aijobs::scheduler {
 
@@ -46,6 +47,9 @@ struct SchedulerOptions {
   absl::Duration event_flush_interval = absl::Milliseconds(100);
   // How often idle watches check for events other replicas wrote (one statement for all).
   absl::Duration watch_poll_interval = absl::Milliseconds(500);
+  // Who may call (see Authenticator). Off: every caller is the default tenant and may do
+  // everything, and anyone may connect as a worker (local development only).
+  AuthOptions auth;
 };
 
 class SchedulerServer {

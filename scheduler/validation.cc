@@ -1,5 +1,8 @@
 #include "scheduler/validation.h"
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "aijobs/v1/internal.pb.h"
@@ -252,6 +255,62 @@ absl::Status ValidateJobId(const std::string& job_id) {
   if (!IsUuid(job_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("job_id \"", Utf8Prefix(job_id, 64), "\" is not a UUID"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+bool IsNameChar(char c, bool upper_ok) {
+  return absl::ascii_isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'z') ||
+         (upper_ok && c >= 'A' && c <= 'Z') || c == '_' || c == '-' || (upper_ok && c == '.');
+}
+
+bool IsName(const std::string& s, size_t max, bool upper_ok) {
+  return !s.empty() && s.size() <= max &&
+         std::all_of(s.begin(), s.end(), [&](char c) { return IsNameChar(c, upper_ok); });
+}
+
+}  // namespace
+
+absl::Status ValidateCreateApiKey(const v1::CreateApiKeyRequest& request) {
+  if (!IsName(request.name(), 64, true)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("name \"", Utf8Prefix(request.name(), 64),
+                     "\" must be 1-64 letters, digits, '.', '_' or '-'"));
+  }
+  if (request.roles_size() > 16) return absl::InvalidArgumentError("at most 16 roles");
+  bool worker = false;
+  for (const std::string& r : request.roles()) {
+    if (!IsName(r, 32, false)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "role \"", Utf8Prefix(r, 32), "\" must be 1-32 lowercase letters, digits, '_' or '-'"));
+    }
+    worker |= r == "worker";
+  }
+  if (worker && request.roles_size() > 1) {
+    return absl::InvalidArgumentError(
+        "a worker key has the worker role only (a worker credential cannot call JobService)");
+  }
+  if (!worker && request.job_types_size() > 0) {
+    return absl::InvalidArgumentError("job_types applies to worker keys (role worker) only");
+  }
+  if (request.job_types_size() > kMaxWorkerJobTypes) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxWorkerJobTypes, " job_types"));
+  }
+  for (const std::string& t : request.job_types()) {
+    if (!IsValidTypeName(t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job type \"", Utf8Prefix(t, 64),
+                       "\" is not a valid job type name (1-64 letters, "
+                       "digits, _ - .)"));
+    }
+  }
+  if (request.has_ttl()) {
+    absl::Duration ttl = FromProtoDuration(request.ttl());
+    if (ttl < absl::Minutes(1) || ttl > absl::Hours(24 * 3650)) {
+      return absl::InvalidArgumentError("ttl must be between 1 minute and 10 years (unset: none)");
+    }
   }
   return absl::OkStatus();
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "aijobs/v1/admin_service.pb.h"
 #include "aijobs/v1/job_service.pb.h"
 #include "aijobs/v1/worker_service.pb.h"
 
@@ -36,6 +37,11 @@ absl::Status ValidatePutCachedResult(const v1::PutCachedResultRequest& request,
 // A worker's hello: 1-64 valid job type names, 1-4096 slots, a worker_id of at most 128
 // bytes of text.
 absl::Status ValidateWorkerHello(const v1::WorkerHello& hello);
+
+// A new API key: a name of 1-64 [A-Za-z0-9._-], at most 16 roles of 1-32 [a-z0-9_-] (the
+// worker role alone), at most 64 valid job type names (worker keys only), a ttl of none or
+// 1 minute to 10 years.
+absl::Status ValidateCreateApiKey(const v1::CreateApiKeyRequest& request);
 
 // Checks a job id is a UUID.
 absl::Status ValidateJobId(const std::string& job_id);

@@ -6,6 +6,9 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+#include "common/text.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
 #include "scheduler/cache_adverts.h"
@@ -183,8 +186,22 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       session_->SetDraining();
       spdlog::info("worker {} is draining", session_->worker_id());
     }
+    int refused = 0;
     for (const auto& out : msg.outputs()) {
+      // Only attempts assigned on this very stream: a worker cannot write into another's.
+      if (session_->RunningAttempt(out.job_id()) != out.attempt() || out.attempt() <= 0) {
+        ++refused;
+        continue;
+      }
       deps_.hub->AppendDelta(out.job_id(), out.attempt(), out.text());
+    }
+    // (Output racing a cancel lands here too, so the line is at most one per 10 s.)
+    if (refused > 0 && absl::Now() - last_refusal_log_ > absl::Seconds(10)) {
+      last_refusal_log_ = absl::Now();
+      spdlog::warn(
+          "worker {} sent output for {} attempt(s) not assigned to its stream (e.g. job "
+          "{}); dropped",
+          session_->worker_id(), refused, Utf8Prefix(msg.outputs(0).job_id(), 64));
     }
     for (const auto& c : msg.completions()) {
       AttemptOutcome o;
@@ -308,6 +325,12 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler is shutting down"));
       return false;
     }
+    absl::StatusOr<Identity> who = AuthorizeWorker(hello);
+    if (!who.ok()) {
+      spdlog::warn("worker stream from {} refused: {}", context_->peer(), who.status().ToString());
+      FinishOnce(ToGrpcStatus(who.status()));
+      return false;
+    }
     if (absl::Status s = ValidateWorkerHello(hello); !s.ok()) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message())));
       return false;
@@ -328,8 +351,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     // Two heartbeats missed: assign it nothing until it is heard from (the lease keeper drops
     // the stream after kSilentIntervalsBeforeDrop).
     session_->SetSilenceLimit(2 * deps_.heartbeat_interval);
-    spdlog::info("worker {} connected: session {}, types [{}], {} slots", worker_id, session_->id(),
-                 absl::StrJoin(types, ","), hello.slots());
+    spdlog::info("worker {} connected as {}: session {}, types [{}], {} slots", worker_id,
+                 who->Describe(), session_->id(), absl::StrJoin(types, ","), hello.slots());
     JobTypeRegistry* registry = deps_.types;
     registry->Serve(types);  // undone in OnDone
     deps_.executor->Run([registry, types] { registry->Register(types); });
@@ -345,11 +368,33 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
 
   bool accepting() const { return deps_.accepting == nullptr || deps_.accepting->load(); }
 
+  // The worker credential of this stream, if it may serve every type of `hello`.
+  absl::StatusOr<Identity> AuthorizeWorker(const v1::WorkerHello& hello) const {
+    if (deps_.auth == nullptr || !deps_.auth->enabled()) return Identity{};
+    auto who = deps_.auth->Authenticate(context_->client_metadata());
+    if (!who.ok()) return who.status();
+    if (who->anonymous()) {
+      return absl::UnauthenticatedError("WorkerService.Connect needs a worker credential");
+    }
+    if (!who->worker()) {
+      return absl::PermissionDeniedError(
+          "a client credential cannot open WorkerService.Connect (it needs the worker role)");
+    }
+    for (const std::string& t : hello.job_types()) {
+      if (!who->MayServe(t)) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "this worker credential may not serve job type \"", Utf8Prefix(t, 64), "\""));
+      }
+    }
+    return who;
+  }
+
   WorkerServiceDeps deps_;
   grpc::CallbackServerContext* context_;
   v1::WorkerMessage in_;
   std::shared_ptr<StreamSession> session_;  // set on hello; read-side only
   absl::BitGen bitgen_;
+  absl::Time last_refusal_log_ = absl::InfinitePast();  // read side only
 
   absl::Mutex mu_;
   v1::SchedulerMessage pending_ ABSL_GUARDED_BY(mu_);

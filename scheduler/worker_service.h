@@ -14,6 +14,7 @@
 #include "aijobs/v1/worker_service.grpc.pb.h"
 #include "common/executor.h"
 #include "scheduler/attempt_finisher.h"
+#include "scheduler/authenticator.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
 #include "scheduler/job_store.h"
@@ -31,6 +32,8 @@ struct WorkerServiceDeps {
   AttemptFinisher* finisher;
   Executor* executor;
   JobTypeRegistry* types;
+  // Who is connecting (null: anyone may, as with --auth=off).
+  const Authenticator* auth = nullptr;
   // Receives the response-cache adverts of every hello (may be null).
   CacheAdvertRegistry* cache_adverts = nullptr;
   std::string replica_id;

@@ -23,6 +23,7 @@
 #include "common/uuid.h"
 #include "scheduler/job_type_registry.h"
 #include "scheduler/testing/fake_job_store.h"
+#include "scheduler/testing/recording_sink.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -433,6 +434,58 @@ TEST(WorkerServiceTest, CompletionBesideAHeartbeatThatOmitsItCounts) {
   ASSERT_EQ(finished[0].kind, AttemptOutcome::Kind::kSucceeded)
       << "the completion was dropped: " << finished[0].error.code();
   EXPECT_EQ(finished[0].result.fields().at("text").string_value(), "done");
+}
+
+// Regression (issue 12): the scheduler appended a worker's JobOutput to any running job, so
+// anyone who could say hello could write into other workers' jobs (and their watchers saw
+// it). Output and completions count only for attempts assigned on the sender's own stream.
+TEST(WorkerServiceTest, OutputAndCompletionsForAnotherStreamsAttemptAreRefused) {
+  TestScheduler s;
+  RawWorker owner(s.port);
+  ASSERT_TRUE(owner.Hello(1));
+  ASSERT_TRUE(WaitFor([&] { return s.OnlySession() != nullptr; }));
+  s.store.AddQueued("chat");
+  s.dispatcher->Wake();
+  std::vector<v1::Assignment> a = owner.ReadAssignments(1);
+  ASSERT_EQ(a.size(), 1u);
+  auto sink = std::make_shared<RecordingSink>();
+  s.hub.Subscribe(a[0].job_id(), sink);
+
+  RawWorker intruder(s.port);
+  ASSERT_TRUE(intruder.Hello(1));
+  ASSERT_TRUE(WaitFor([&] { return s.dispatcher->Sessions().size() == 2; }));
+  v1::WorkerMessage forged;
+  v1::JobOutput* out = forged.add_outputs();
+  out->set_job_id(a[0].job_id());
+  out->set_attempt(a[0].attempt());
+  out->set_text("forged answer");
+  v1::JobComplete* c = forged.add_completions();
+  c->set_job_id(a[0].job_id());
+  c->set_attempt(a[0].attempt());
+  (*c->mutable_result()->mutable_fields())["text"].set_string_value("forged answer");
+  ASSERT_TRUE(intruder.stream->Write(forged));
+
+  // The owner's own output goes through (and shows the intruder's message was handled first:
+  // one stream's messages are handled in order, and the owner writes after it).
+  ASSERT_TRUE(intruder.Heartbeat({}));
+  absl::SleepFor(absl::Milliseconds(200));
+  v1::WorkerMessage real;
+  v1::JobOutput* mine = real.add_outputs();
+  mine->set_job_id(a[0].job_id());
+  mine->set_attempt(a[0].attempt());
+  mine->set_text("real answer");
+  ASSERT_TRUE(owner.stream->Write(real));
+  ASSERT_TRUE(WaitFor([&] { return !sink->events().empty(); }));
+  for (const v1::JobEvent& e : sink->events()) {
+    EXPECT_NE(e.output_delta().text(), "forged answer");
+  }
+  EXPECT_EQ(sink->events()[0].output_delta().text(), "real answer");
+  EXPECT_TRUE(s.store.finished().empty()) << "a completion from another stream was counted";
+  int running_it = 0;
+  for (const auto& session : s.dispatcher->Sessions()) {
+    running_it += session->RunningAttempt(a[0].job_id()) == a[0].attempt();
+  }
+  EXPECT_EQ(running_it, 1) << "the attempt still runs, on its owner's stream only";
 }
 
 }  // namespace

@@ -43,8 +43,8 @@ AIJOBS_DEV_NO_BUILD=1 AIJOBS_BIN_DIR="$BIN" AIJOBS_DEV_DATA="$tmp" AIJOBS_PG_POR
 dev_pid=$!
 
 submit() {
-  timeout 20 "$BIN/aijobsctl" --server "127.0.0.1:$sched_port" submit --type chat \
-    --prompt "$1" --wait
+  AIJOBS_TOKEN=$(cat "$tmp/dev-token") timeout 20 "$BIN/aijobsctl" \
+    --server "127.0.0.1:$sched_port" submit --type chat --prompt "$1" --wait
 }
 # dev up says it is up only once the scheduler and the gateway accept connections.
 wait_for 90 grep -q "aijobs is up" "$tmp/dev.out" || fail "dev up did not say it is up in 90s"
@@ -52,6 +52,12 @@ wait_for 90 grep -q "aijobs is up" "$tmp/dev.out" || fail "dev up did not say it
 wait_for 40 curl -fsS "http://127.0.0.1:$gw_port/healthz" || fail "gateway not up in 40s"
 wait_for 20 test -n "$(pids_of "$worker1")" || fail "worker-1 not running"
 submit "before the kill" >/dev/null || fail "a job did not finish before the kill"
+# Authentication is on: the printed dev token submits a non-public type, no token cannot.
+embed() { timeout 20 "$BIN/aijobsctl" --server "127.0.0.1:$sched_port" submit --type embed \
+  --input '{"texts": ["a"]}' "$@"; }
+AIJOBS_TOKEN=$(cat "$tmp/dev-token") embed --wait >/dev/null || fail "the dev token cannot submit embed"
+if embed 2>"$tmp/anon.err" >/dev/null; then fail "an anonymous embed submit was accepted"; fi
+grep -q UNAUTHENTICATED "$tmp/anon.err" || fail "anonymous embed: $(cat "$tmp/anon.err")"
 
 old=$(pids_of "$worker1")
 kill -KILL $old

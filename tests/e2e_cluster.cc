@@ -8,8 +8,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "tests/fixtures/http_client.h"
 #include "absl/time/clock.h"
+#include "tests/fixtures/http_client.h"
 
 namespace aijobs::testing {
 namespace {
@@ -160,9 +160,11 @@ void E2eTest::StartScheduler(const std::vector<std::string>& extra_flags) {
     const std::string address = absl::StrCat("127.0.0.1:", FreePort());
     ProcessOptions opts;
     opts.path = BinPath("aijobs-scheduler");
-    opts.args = {"--listen",        address, "--database_url",     conninfo(),
-                 "--retry_base_ms", "50",    "--retry_max_ms",     "200",
-                 "--lease_ms",      "3000",  "--poll_interval_ms", "200"};
+    opts.args = {"--listen", address, "--database_url", conninfo(), "--retry_base_ms", "50",
+                 "--retry_max_ms", "200", "--lease_ms", "3000", "--poll_interval_ms", "200",
+                 // Suites about jobs, not identity; e2e_auth_test passes --auth=on (the
+                 // last value of a flag wins).
+                 "--auth=off"};
     opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
     auto proc = Process::Start(opts);
     ASSERT_TRUE(proc.ok()) << proc.status();

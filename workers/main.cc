@@ -12,12 +12,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/bearer_token.h"
 #include "common/flags_help.h"
 #include "common/logging.h"
 #include "common/scheduler_target.h"
@@ -35,6 +36,9 @@ ABSL_FLAG(std::string, scheduler, "",
           "Scheduler address HOST:PORT, or a comma-separated list of replicas (required); the "
           "worker moves to the next one when its stream breaks or the scheduler drains");
 ABSL_FLAG(std::string, worker_id, "", "Worker id; default hostname-pid");
+ABSL_FLAG(std::string, token, "",
+          "worker credential for the scheduler: a JWT with the worker role or a worker API key "
+          "(default: env AIJOBS_WORKER_TOKEN)");
 ABSL_FLAG(int, slots, 64, "How many jobs run at once");
 ABSL_FLAG(std::string, job_types, "chat,embed", "Comma-separated job types to accept");
 ABSL_FLAG(int, drain_timeout_ms, 30000, "How long a drain waits for running jobs");
@@ -84,6 +88,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.schedulers = *std::move(schedulers);
+  options.bearer_token = aijobs::BearerTokenFrom(absl::GetFlag(FLAGS_token), "AIJOBS_WORKER_TOKEN");
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.slots = absl::GetFlag(FLAGS_slots);
@@ -162,7 +167,8 @@ int main(int argc, char** argv) {
   });
 
   spdlog::info("worker {} starting: scheduler {}, slots {}, job types {}", options.worker_id,
-               absl::StrJoin(options.schedulers, ","), options.slots, absl::StrJoin(options.job_types, ","));
+               absl::StrJoin(options.schedulers, ","), options.slots,
+               absl::StrJoin(options.job_types, ","));
   absl::Status status = connection.Run();
   if (!status.ok()) {
     spdlog::error("worker stopped: {}", std::string(status.message()));

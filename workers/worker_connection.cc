@@ -113,8 +113,8 @@ absl::Status WorkerConnection::Run() {
       // Not a failure: reconnect soon (jittered), the replica asked us to go.
       failures = 0;
       delay = options_.reconnect_initial * absl::Uniform(rng, 0.5, 1.0);
-      spdlog::info("scheduler {} drained this worker; connecting to {} in {} ms", scheduler,
-                   target, absl::ToInt64Milliseconds(delay));
+      spdlog::info("scheduler {} drained this worker; connecting to {} in {} ms", scheduler, target,
+                   absl::ToInt64Milliseconds(delay));
     } else {
       if (end.welcomed) failures = 0;
       // Exponential backoff with jitter in [cap/2, cap], so a restarted scheduler is not hit
@@ -124,8 +124,7 @@ absl::Status WorkerConnection::Run() {
       delay = cap / 2 + absl::Uniform(rng, 0.0, 1.0) * (cap / 2);
       ++failures;
       // A scheduler that stays down is logged at warn on the first and every 10th attempt.
-      auto level =
-          failures == 1 || failures % 10 == 0 ? spdlog::level::warn : spdlog::level::info;
+      auto level = failures == 1 || failures % 10 == 0 ? spdlog::level::warn : spdlog::level::info;
       spdlog::log(level, "{}; reconnecting to scheduler {} in {} ms (attempt {})", end.reason,
                   target, absl::ToInt64Milliseconds(delay), failures);
     }
@@ -174,11 +173,13 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession(const std::string& sch
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  auto channel =
-      grpc::CreateCustomChannel(scheduler, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(scheduler, grpc::InsecureChannelCredentials(), args);
   auto stub = aijobs::v1::WorkerService::NewStub(channel);
 
   Session session(scheduler);
+  if (!options_.bearer_token.empty()) {
+    session.context.AddMetadata("authorization", "Bearer " + options_.bearer_token);
+  }
   session.stream = stub->Connect(&session.context);
   {
     absl::MutexLock lock(&mu_);

@@ -53,6 +53,9 @@ struct WorkerConnectionOptions {
   absl::Duration close_grace = absl::Seconds(5);
   // Response-cache opt-ins sent in hello (see CacheAdverts in workers/routing/).
   std::vector<aijobs::v1::CacheAdvert> cache_adverts;
+  // The worker credential (a JWT with the worker role, or a worker API key) sent on every
+  // stream as "authorization: Bearer <token>"; empty: none (a scheduler with --auth=off).
+  std::string bearer_token;
 };
 
 class WorkerConnection {
@@ -90,9 +93,9 @@ class WorkerConnection {
   struct Session;
 
   struct SessionEnd {
-    bool welcomed = false;   // the scheduler answered hello: the session counted as up
-    bool drained = false;    // the scheduler asked this worker to go elsewhere
-    std::string reason;      // why the stream ended, for the log
+    bool welcomed = false;  // the scheduler answered hello: the session counted as up
+    bool drained = false;   // the scheduler asked this worker to go elsewhere
+    std::string reason;     // why the stream ended, for the log
   };
   SessionEnd RunSession(const std::string& scheduler);
   void WriterLoop(Session* session);

@@ -68,12 +68,13 @@ class Transport {
 class GrpcTransport final : public Transport {
  public:
   // `target`: HOST:PORT or a comma-separated list of replicas (checked by ParseTarget).
-  explicit GrpcTransport(const std::string& target) : client_(target, Options()) {
+  GrpcTransport(const std::string& target, const std::string& token)
+      : client_(target, Options(token)) {
     grpc::ChannelArguments args;
     SetFailoverChannelArgs(&args);
-    health_ = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(
-        SchedulerChannelTargetFromList(target).value_or(target),
-        grpc::InsecureChannelCredentials(), args));
+    health_ = grpc::health::v1::Health::NewStub(
+        grpc::CreateCustomChannel(SchedulerChannelTargetFromList(target).value_or(target),
+                                  grpc::InsecureChannelCredentials(), args));
   }
   absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) override {
     return client_.Submit(req);
@@ -107,9 +108,10 @@ class GrpcTransport final : public Transport {
   }
 
  private:
-  static ClientOptions Options() {
+  static ClientOptions Options(const std::string& token) {
     ClientOptions opts;
     opts.default_deadline = absl::Seconds(5);
+    opts.bearer_token = token;
     return opts;
   }
   aijobs::Client client_;
@@ -161,7 +163,8 @@ absl::Status ParseJson(const std::string& json, M* message) {
 // connections from a pool; each event stream has its own connection (SSE ends with it).
 class HttpTransport final : public Transport {
  public:
-  explicit HttpTransport(const std::string& host_port) {
+  HttpTransport(const std::string& host_port, const std::string& token)
+      : authorization_(token.empty() ? "" : "Bearer " + token) {
     size_t colon = host_port.rfind(':');
     host_ = host_port.substr(0, colon);
     port_ = std::stoi(host_port.substr(colon + 1));
@@ -173,7 +176,7 @@ class HttpTransport final : public Transport {
     auto js = google::protobuf::util::MessageToJsonString(req, &body);
     if (!js.ok()) return absl::InternalError(js.ToString());
     absl::StatusOr<bench::HttpResponse> r = Call(bench::HttpRequestText(
-        "POST", "/v1/jobs", host_header_, {{"Content-Type", "application/json"}}, body));
+        "POST", "/v1/jobs", host_header_, Headers({{"Content-Type", "application/json"}}), body));
     if (!r.ok()) return r.status();
     if (r->status / 100 != 2) return HttpError(r->status, r->body);
     v1::Job job;
@@ -186,7 +189,8 @@ class HttpTransport final : public Transport {
     absl::Time deadline = absl::Now() + slice;
     auto conn = bench::HttpConnection::Connect(host_, port_, slice);
     if (!conn.ok()) return conn.status();
-    std::vector<std::pair<std::string, std::string>> headers = {{"Accept", "text/event-stream"}};
+    std::vector<std::pair<std::string, std::string>> headers =
+        Headers({{"Accept", "text/event-stream"}});
     if (*after_seq > 0) headers.emplace_back("Last-Event-ID", absl::StrCat(*after_seq));
     const std::string request = bench::HttpRequestText(
         "GET", absl::StrCat("/v1/jobs/", QueryEscape(job_id), "/events"), host_header_, headers);
@@ -197,7 +201,11 @@ class HttpTransport final : public Transport {
     v1::Job final_job;
     bool got_final = false;
     absl::Status s = (*conn)->Stream(
-        request, [&](int st) { status = st; return true; },
+        request,
+        [&](int st) {
+          status = st;
+          return true;
+        },
         [&](absl::string_view piece) {
           if (status != 200) {
             error_body.append(piece.data(), piece.size());
@@ -241,7 +249,7 @@ class HttpTransport final : public Transport {
       absl::StrAppend(&target, "&page_token=", QueryEscape(req.page_token()));
     }
     absl::StatusOr<bench::HttpResponse> r =
-        Call(bench::HttpRequestText("GET", target, host_header_));
+        Call(bench::HttpRequestText("GET", target, host_header_, Headers({})));
     if (!r.ok()) return r.status();
     if (r->status != 200) return HttpError(r->status, r->body);
     v1::ListJobsResponse resp;
@@ -251,7 +259,7 @@ class HttpTransport final : public Transport {
 
   absl::Status Health() override {
     absl::StatusOr<bench::HttpResponse> r =
-        Call(bench::HttpRequestText("GET", "/healthz", host_header_));
+        Call(bench::HttpRequestText("GET", "/healthz", host_header_, Headers({})));
     if (!r.ok()) return r.status();
     return r->status == 200 ? absl::OkStatus() : HttpError(r->status, r->body);
   }
@@ -288,6 +296,14 @@ class HttpTransport final : public Transport {
 
   std::string host_;
   int port_ = 0;
+  // `base` plus the Authorization header when a token is configured.
+  std::vector<std::pair<std::string, std::string>> Headers(
+      std::vector<std::pair<std::string, std::string>> base) const {
+    if (!authorization_.empty()) base.emplace_back("Authorization", authorization_);
+    return base;
+  }
+
+  const std::string authorization_;
   std::string host_header_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<bench::HttpConnection>> idle_ ABSL_GUARDED_BY(mu_);
@@ -618,26 +634,24 @@ absl::StatusOr<std::string> ParseTarget(const std::string& target) {
     return absl::StrJoin(*list, ",");
   }
   if (absl::StartsWith(lower, "https://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "target '", target,
-        "': https is not supported (aijobs-load speaks plain HTTP to a gateway; use "
-        "http://HOST:PORT)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("target '", target,
+                     "': https is not supported (aijobs-load speaks plain HTTP to a gateway; use "
+                     "http://HOST:PORT)"));
   }
   if (absl::StartsWith(lower, "http://")) {
     t = t.substr(7);
   } else if (absl::StartsWith(lower, "grpc://")) {
     t = t.substr(7);
   } else if (t.find("://") != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("target '", target,
-                     "': unsupported scheme (use grpc://HOST:PORT or http://HOST:PORT)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target '", target, "': unsupported scheme (use grpc://HOST:PORT or http://HOST:PORT)"));
   }
   if (!t.empty() && t.back() == '/') t.pop_back();
   size_t colon = t.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == t.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("target '", target,
-                     "': expected HOST:PORT, grpc://HOST:PORT or http://HOST:PORT"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target '", target, "': expected HOST:PORT, grpc://HOST:PORT or http://HOST:PORT"));
   }
   std::string host = t.substr(0, colon);
   if (host.find(':') != std::string::npos && host.front() != '[') {
@@ -749,11 +763,10 @@ absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<b
   const bool http = IsHttpTarget(config.target);
   // Users, the queue probe and the health probe each get their own transport (connections).
   auto make = [&]() -> std::unique_ptr<Transport> {
-    if (http) return std::make_unique<HttpTransport>(*target);
-    return std::make_unique<GrpcTransport>(*target);
+    if (http) return std::make_unique<HttpTransport>(*target, config.token);
+    return std::make_unique<GrpcTransport>(*target, config.token);
   };
-  std::unique_ptr<Transport> client = make(), health_transport = make(),
-                             queue_transport = make();
+  std::unique_ptr<Transport> client = make(), health_transport = make(), queue_transport = make();
   {
     // Reachability check before any thread starts: an unreachable target is an error, not
     // a run with 100% failures.
@@ -774,8 +787,8 @@ absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<b
   absl::Notification stop_probes;
   std::thread health_thread(HealthLoop, health_transport.get(), config.health_interval,
                             &stop_probes, &health);
-  std::thread queue_thread(QueueLoop, queue_transport.get(), run.start(), config.queue_interval, &stop_probes,
-                           &queue);
+  std::thread queue_thread(QueueLoop, queue_transport.get(), run.start(), config.queue_interval,
+                           &stop_probes, &queue);
 
   std::vector<std::thread> users;
   users.reserve(config.users);
@@ -891,8 +904,7 @@ std::string ReportMarkdown(const LoadResult& r) {
   absl::StrAppend(&md, "## Scenario\n\n| parameter | value |\n|---|---|\n");
   absl::StrAppend(&md, "| scenario | ", c.scenario, " |\n| target | `", c.target, "` |\n");
   absl::StrAppend(&md, "| transport | ",
-                  IsHttpTarget(c.target) ? "HTTP/JSON + SSE through the gateway" : "gRPC",
-                  " |\n");
+                  IsHttpTarget(c.target) ? "HTTP/JSON + SSE through the gateway" : "gRPC", " |\n");
   absl::StrAppend(&md, "| users | ", c.users, " |\n");
   absl::StrAppend(&md, "| rate | ",
                   c.rate > 0 ? absl::StrCat(c.rate, " jobs/s") : std::string("closed loop"),
@@ -923,8 +935,8 @@ std::string ReportMarkdown(const LoadResult& r) {
   row("health check", Summarize(r.health_ms));
   absl::StrAppend(&md, "\nHealth checks (",
                   IsHttpTarget(c.target) ? "GET /healthz" : "grpc.health.v1", " every ",
-                  DurationText(c.health_interval),
-                  "): ", r.health_ms.size(), " ok, ", r.health_failures, " failed.\n\n");
+                  DurationText(c.health_interval), "): ", r.health_ms.size(), " ok, ",
+                  r.health_failures, " failed.\n\n");
 
   absl::StrAppend(&md, "## Errors by code\n\n");
   if (r.errors.empty()) {

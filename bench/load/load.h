@@ -31,6 +31,8 @@ struct LoadConfig {
   // Target as given by the user: gRPC ("host:port", "grpc://host:port") or the HTTP gateway
   // ("http://host:port").
   std::string target = "127.0.0.1:50051";
+  // JWT or API key sent with every call (gRPC metadata, or the HTTP Authorization header).
+  std::string token;
   int users = 10;
   // Submits per second over all users; 0 = closed loop (each user submits as soon as its
   // previous job ended).
@@ -110,8 +112,8 @@ double Throughput(const LoadResult& r);   // succeeded jobs per second of elapse
 double SuccessRate(const LoadResult& r);  // succeeded / (succeeded + failed); 0 with no jobs
 
 // Runs the load. Returns UNAVAILABLE (or the RPC's error) when the target does not answer a
-// first ListJobs call (GET /v1/jobs over HTTP); otherwise a result, also when jobs failed. `interrupt` (optional) is
-// polled: once true, users stop submitting and the run drains and ends.
+// first ListJobs call (GET /v1/jobs over HTTP); otherwise a result, also when jobs failed.
+// `interrupt` (optional) is polled: once true, users stop submitting and the run drains and ends.
 absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<bool>* interrupt);
 
 // Report renderings.

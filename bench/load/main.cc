@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "bench/load/load.h"
+#include "common/bearer_token.h"
 
 namespace {
 
@@ -32,6 +33,7 @@ constexpr char kUsage[] =
     "                   [--users N] [--rate JOBS_PER_S] [--duration D] [--drain D]\n"
     "                   [--prompt-file F] [--sim JSON] [--allow-remote]\n"
     "                   [--report-json PATH] [--report-md PATH] [--no-progress]\n"
+    "                   [--token JWT_OR_API_KEY]   (default: env AIJOBS_TOKEN)\n"
     "  scenarios: quick (10 users, 30s), medium (50 users, 120s),\n"
     "             spike (0->500 users over 5s, then --duration, default 30s),\n"
     "             soak (needs --duration), custom (default; --users/--rate/--duration)\n"
@@ -64,9 +66,9 @@ int main(int argc, char** argv) {
   // time by the clang thread-safety build instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // --name=value, --name value; dashes and underscores in names are the same.
-  static const char* const kValueFlags[] = {"scenario",    "target",   "users",       "rate",
-                                            "duration",    "drain",    "prompt_file", "sim",
-                                            "report_json", "report_md"};
+  static const char* const kValueFlags[] = {"scenario",    "target",    "users",       "rate",
+                                            "duration",    "drain",     "prompt_file", "sim",
+                                            "report_json", "report_md", "token"};
   static const char* const kBoolFlags[] = {"allow_remote", "no_progress", "help"};
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<aijobs::load::LoadConfig> cfg = aijobs::load::ScenarioConfig(scenario);
   if (!cfg.ok()) return Usage(std::string(cfg.status().message()));
   if (flags.count("target")) cfg->target = flags["target"];
+  cfg->token = aijobs::BearerTokenFrom(flags.count("token") ? flags["token"] : "", "AIJOBS_TOKEN");
   if (flags.count("users") && !absl::SimpleAtoi(flags["users"], &cfg->users)) {
     return Usage("--users needs an integer");
   }

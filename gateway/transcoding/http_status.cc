@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
@@ -125,6 +126,17 @@ std::string ErrorBodyJson(int grpc_code, absl::string_view message) {
 
 std::string ErrorBodyJson(const absl::Status& status) {
   return ErrorBodyJson(static_cast<int>(status.code()), status.message());
+}
+
+std::string WwwAuthenticateValue(bool had_credential, absl::string_view why) {
+  if (!had_credential) return "Bearer realm=\"aijobs\"";
+  std::string description;
+  for (char c : why.substr(0, 200)) {
+    const bool printable = c >= 0x20 && c < 0x7f;
+    description.push_back(!printable ? ' ' : (c == '"' || c == '\\') ? '\'' : c);
+  }
+  return absl::StrCat("Bearer realm=\"aijobs\", error=\"invalid_token\", error_description=\"",
+                      description, "\"");
 }
 
 }  // namespace aijobs::gateway

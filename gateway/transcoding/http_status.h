@@ -30,4 +30,10 @@ std::string ErrorBodyJson(int grpc_code, absl::string_view message);
 // The same for an absl::Status.
 std::string ErrorBodyJson(const absl::Status& status);
 
+// The WWW-Authenticate value of a 401 (RFC 6750): `Bearer realm="aijobs"` when the request
+// carried no credential, else `Bearer realm="aijobs", error="invalid_token",
+// error_description="<why>"` with `why` cut to 200 printable ASCII characters and quotes and
+// backslashes replaced, so it is always one valid quoted-string.
+std::string WwwAuthenticateValue(bool had_credential, absl::string_view why);
+
 }  // namespace aijobs::gateway

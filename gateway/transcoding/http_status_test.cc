@@ -57,5 +57,17 @@ TEST(ErrorBodyJsonTest, FromAbslStatus) {
             R"({"code":5,"message":"gone","details":[]})");
 }
 
+TEST(WwwAuthenticate, SaysWhatWasWrongAsOneQuotedString) {
+  EXPECT_EQ(WwwAuthenticateValue(false, "ignored"), "Bearer realm=\"aijobs\"");
+  EXPECT_EQ(WwwAuthenticateValue(true, "token expired"),
+            "Bearer realm=\"aijobs\", error=\"invalid_token\", "
+            "error_description=\"token expired\"");
+  EXPECT_EQ(WwwAuthenticateValue(true, "unknown kid \"k\\9\"\r\nX-Evil: 1"),
+            "Bearer realm=\"aijobs\", error=\"invalid_token\", "
+            "error_description=\"unknown kid 'k'9'  X-Evil: 1\"");
+  EXPECT_EQ(WwwAuthenticateValue(true, std::string(500, 'a')).size(),
+            WwwAuthenticateValue(true, std::string(200, 'a')).size());
+}
+
 }  // namespace
 }  // namespace aijobs::gateway

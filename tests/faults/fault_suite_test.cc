@@ -104,12 +104,11 @@ void WriteReport() {
         f.attempts_reused, f.watched, f.watch_problems, f.recovery_s, f.note,
         i + 1 < rows.size() ? "," : "");
     // -1: no job finished after the fault healed (everything had already finished during it).
-    std::string recovery =
-        f.recovery_s < 0 ? "n/a (all done during the fault)" : absl::StrFormat("%.2f", f.recovery_s);
-    md << absl::StrFormat("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s |\n",
-                          f.scenario, f.jobs, f.acknowledged, f.refused, f.lost, f.failed,
-                          f.completed_twice, f.attempts_reused, f.watched, f.watch_problems,
-                          recovery);
+    std::string recovery = f.recovery_s < 0 ? "n/a (all done during the fault)"
+                                            : absl::StrFormat("%.2f", f.recovery_s);
+    md << absl::StrFormat("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s |\n", f.scenario,
+                          f.jobs, f.acknowledged, f.refused, f.lost, f.failed, f.completed_twice,
+                          f.attempts_reused, f.watched, f.watch_problems, recovery);
   }
   json << "]}\n";
 }
@@ -221,8 +220,7 @@ class FaultSuite : public ::testing::Test {
     chmod(users.c_str(), 0644);
     ProcessOptions o;
     o.path = "/usr/bin/setpriv";
-    o.args = {"--reuid=postgres", "--regid=postgres", "--clear-groups", "/usr/sbin/pgbouncer",
-              ini};
+    o.args = {"--reuid=postgres", "--regid=postgres", "--clear-groups", "/usr/sbin/pgbouncer", ini};
     o.log_name = "pgbouncer";
     auto p = Process::Start(net_->InHost("pg", o));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -233,8 +231,9 @@ class FaultSuite : public ::testing::Test {
   // A streaming standby of "pg" on "pg2", made synchronous: the primary acknowledges a
   // commit only once the standby has it.
   void StartSynchronousStandby() {
-    auto base = net_->RunIn("pg2", PgScript(), {"standby", StandbyDir(), kPgIp, absl::StrCat(kPgPort)},
-                            absl::Seconds(120));
+    auto base =
+        net_->RunIn("pg2", PgScript(), {"standby", StandbyDir(), kPgIp, absl::StrCat(kPgPort)},
+                    absl::Seconds(120));
     ASSERT_TRUE(base.ok()) << base.status();
     ASSERT_EQ(base->exit_code, 0) << base->err;
     auto r = net_->RunIn("pg2", "/usr/bin/env",
@@ -270,8 +269,8 @@ class FaultSuite : public ::testing::Test {
 
   // Waits for `needle` in the process log; fails the test with the log tail otherwise.
   void WaitForLog(Process* p, const std::string& needle, absl::Duration timeout) {
-    ASSERT_TRUE(WaitFor([&] { return p->ReadStdout().find(needle) != std::string::npos; },
-                        timeout, absl::Milliseconds(50)))
+    ASSERT_TRUE(WaitFor([&] { return p->ReadStdout().find(needle) != std::string::npos; }, timeout,
+                        absl::Milliseconds(50)))
         << "no '" << needle << "' in the log:\n"
         << p->LogTail();
   }
@@ -279,9 +278,21 @@ class FaultSuite : public ::testing::Test {
   void StartScheduler(size_t i) {
     ProcessOptions o;
     o.path = BinPath("aijobs-scheduler");
-    o.args = {"--listen", SchedulerAddress(i), "--database_url", Conninfo(),
-              "--replica_id", SchedulerHost(i), "--lease_ms", "10000", "--retry_base_ms", "50",
-              "--retry_max_ms", "200", "--shutdown_grace_ms", "5000"};
+    o.args = {"--listen",
+              SchedulerAddress(i),
+              "--database_url",
+              Conninfo(),
+              "--replica_id",
+              SchedulerHost(i),
+              "--lease_ms",
+              "10000",
+              "--retry_base_ms",
+              "50",
+              "--retry_max_ms",
+              "200",
+              "--shutdown_grace_ms",
+              "5000",
+              "--auth=off"};
     if (pooler_) o.args.push_back("--db_transaction_pooler");  // and no LISTEN: poll only
     o.log_name = absl::StrCat("aijobs-scheduler-", SchedulerHost(i), "-", ++starts_);
     auto p = Process::Start(net_->InHost(SchedulerHost(i), o));
@@ -295,9 +306,20 @@ class FaultSuite : public ::testing::Test {
     std::vector<std::string> list = {SchedulerAddress(i % 2), SchedulerAddress((i + 1) % 2)};
     ProcessOptions o;
     o.path = BinPath("aijobs-worker");
-    o.args = {"--scheduler", absl::StrJoin(list, ","), "--worker_id", WorkerHost(i),
-              "--slots", "64", "--sim_ttft_ms", "0", "--sim_tokens_per_s", "0",
-              "--reconnect_max_ms", "500", "--drain_timeout_ms", "10000"};
+    o.args = {"--scheduler",
+              absl::StrJoin(list, ","),
+              "--worker_id",
+              WorkerHost(i),
+              "--slots",
+              "64",
+              "--sim_ttft_ms",
+              "0",
+              "--sim_tokens_per_s",
+              "0",
+              "--reconnect_max_ms",
+              "500",
+              "--drain_timeout_ms",
+              "10000"};
     o.log_name = absl::StrCat("aijobs-worker-", WorkerHost(i), "-", ++starts_);
     auto p = Process::Start(net_->InHost(WorkerHost(i), o));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -326,9 +348,11 @@ class FaultSuite : public ::testing::Test {
     ProcessOptions o;
     o.path = BinPath("aijobs-fault-client");
     o.args = {"--scheduler", absl::StrCat(SchedulerAddress(0), ",", SchedulerAddress(1)),
-              "--jobs", absl::StrCat(load.jobs), "--rate", absl::StrCat(load.rate),
-              "--run_id", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
-              "--out", client_out_, "--max_s", FullRun() ? "240" : "120"};
+              "--jobs",      absl::StrCat(load.jobs),
+              "--rate",      absl::StrCat(load.rate),
+              "--run_id",    ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+              "--out",       client_out_,
+              "--max_s",     FullRun() ? "240" : "120"};
     o.log_name = "aijobs-fault-client";
     auto p = Process::Start(net_->InHost("client", o));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -430,10 +454,10 @@ class FaultSuite : public ::testing::Test {
     f.attempts_reused = QueryInt(
         "SELECT count(*) FROM (SELECT job_id, attempt FROM job_events WHERE kind = 1 AND "
         "state = 2 GROUP BY job_id, attempt HAVING count(*) > 1) x");
-    auto first = Query(absl::StrFormat(
-        "SELECT extract(epoch FROM min(finished_at)) FROM jobs WHERE finished_at > "
-        "to_timestamp(%.3f)",
-        EpochSeconds(healed)));
+    auto first = Query(
+        absl::StrFormat("SELECT extract(epoch FROM min(finished_at)) FROM jobs WHERE finished_at > "
+                        "to_timestamp(%.3f)",
+                        EpochSeconds(healed)));
     double at = 0;
     if (!first.empty() && !first[0].empty() && absl::SimpleAtod(first[0][0], &at)) {
       f.recovery_s = at - EpochSeconds(healed);
@@ -448,10 +472,11 @@ class FaultSuite : public ::testing::Test {
     EXPECT_EQ(f.attempts_reused, 0);
     EXPECT_EQ(f.watch_problems, 0) << absl::StrJoin(problems, "\n");
     EXPECT_GT(f.watched, 0);
-    std::printf("%s: %d jobs, %d acknowledged, %d refused, %d lost, %d failed, %d completed "
-                "twice, %d attempts reused, %d/%d watches with problems, recovery %.2f s\n",
-                scenario.c_str(), f.jobs, f.acknowledged, f.refused, f.lost, f.failed,
-                f.completed_twice, f.attempts_reused, f.watch_problems, f.watched, f.recovery_s);
+    std::printf(
+        "%s: %d jobs, %d acknowledged, %d refused, %d lost, %d failed, %d completed "
+        "twice, %d attempts reused, %d/%d watches with problems, recovery %.2f s\n",
+        scenario.c_str(), f.jobs, f.acknowledged, f.refused, f.lost, f.failed, f.completed_twice,
+        f.attempts_reused, f.watch_problems, f.watched, f.recovery_s);
     return f;
   }
 

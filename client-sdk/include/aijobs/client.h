@@ -62,8 +62,12 @@ struct ClientOptions {
   // Defaults to insecure (plaintext) credentials.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 
-  // Metadata sent with every call (e.g. {"authorization", "Bearer ..."}).
+  // Metadata sent with every call.
   std::vector<std::pair<std::string, std::string>> metadata;
+
+  // A JWT or an API key ("aij_..."), sent as "authorization: Bearer <token>" with every call;
+  // empty: none (an anonymous caller, which may only use public job types).
+  std::string bearer_token;
 };
 
 struct WatchOptions {
@@ -125,10 +129,13 @@ class Client {
 
   const ClientOptions& options() const { return options_; }
 
- private:
-  // Prepares a context with the default unary deadline and the configured metadata.
+  // The channel, for other services on the same scheduler (e.g. AdminService); give their
+  // calls the same deadline, metadata and credential with PrepareContext (which sets the
+  // deadline, wait_for_ready, the configured metadata and the bearer token).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   void PrepareContext(grpc::ClientContext* context, absl::Time deadline) const;
 
+ private:
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
