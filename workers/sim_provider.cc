@@ -2,11 +2,12 @@
 
 #include <climits>
 #include <cmath>
-#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "workers/call_gate.h"
 
 namespace aijobs::worker {
 namespace {
@@ -67,9 +68,9 @@ absl::Status ReadNumber(const google::protobuf::Value& value, const std::string&
   return absl::OkStatus();
 }
 
-// The state of one sim call, shared by its LlmCall handle and its pending timer step.
-// `mu_` is held while a sink callback runs, which is what lets Cancel() promise that no
-// callback runs after it returns; it is recursive so a callback may cancel its own call.
+// The state of one sim call, shared by its LlmCall handle and its pending timer step. Every
+// callback runs on the timer thread through `gate_` (call_gate.h): with gate_.mu released,
+// so a callback may cancel its own call, and Cancel() waits for one running elsewhere.
 class SimCallState : public std::enable_shared_from_this<SimCallState> {
  public:
   SimCallState(TimerQueue* timers, SimOptions options, bool fail)
@@ -77,7 +78,7 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
 
   void StartChat(uint64_t seed, int total, int prompt_tokens, std::string model,
                  std::shared_ptr<ChatSink> sink) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
+    absl::MutexLock lock(&gate_.mu);
     rng_ = seed;
     total_ = total;
     fail_at_ = std::min(options_.fail_after_tokens, total);
@@ -90,7 +91,7 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
 
   void StartEmbed(std::vector<std::string> texts, int prompt_tokens, std::string model,
                   std::shared_ptr<EmbedSink> sink) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
+    absl::MutexLock lock(&gate_.mu);
     texts_ = std::move(texts);
     usage_.prompt_tokens = prompt_tokens;
     model_ = std::move(model);
@@ -101,7 +102,7 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
   // Reports `error` on the timer thread right away (never from inside Start*).
   void StartWithError(ProviderError error, std::shared_ptr<ChatSink> chat,
                       std::shared_ptr<EmbedSink> embed) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
+    absl::MutexLock lock(&gate_.mu);
     early_error_ = std::move(error);
     chat_sink_ = std::move(chat);
     embed_sink_ = std::move(embed);
@@ -109,21 +110,26 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
   }
 
   void Cancel() {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (done_) return;
-    done_ = true;
+    Sinks released;  // destroyed after the lock: a sink's destructor may be anything
+    absl::MutexLock lock(&gate_.mu);
     if (timer_ != 0) timers_->Cancel(timer_);
     timer_ = 0;
-    chat_sink_.reset();
-    embed_sink_.reset();
+    released = TakeSinks();
+    gate_.Close();
   }
 
  private:
-  void Schedule(absl::Time when, void (SimCallState::*step)()) {
+  struct Sinks {
+    std::shared_ptr<ChatSink> chat;
+    std::shared_ptr<EmbedSink> embed;
+  };
+
+  void Schedule(absl::Time when, void (SimCallState::*step)())
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(gate_.mu) {
     timer_ = timers_->Schedule(when, [self = shared_from_this(), step] { ((*self).*step)(); });
   }
 
-  ProviderError InjectedError() const {
+  ProviderError InjectedError() const ABSL_SHARED_LOCKS_REQUIRED(gate_.mu) {
     ProviderError e;
     e.code = "SIM_FAILURE";
     e.message = absl::StrCat("sim: injected failure after ", emitted_, " token(s)");
@@ -133,29 +139,33 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
   }
 
   void ChatStep() {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (done_) return;
+    Sinks sinks;
+    std::shared_ptr<ChatSink> sink;  // may be the last reference once Cancel() ran
+    absl::MutexLock lock(&gate_.mu);
+    if (gate_.closed()) return;
     timer_ = 0;
-    std::shared_ptr<ChatSink> sink = chat_sink_;  // survives a Cancel() from the callback
+    sink = chat_sink_;
     int budget = options_.tokens_per_s > 0 ? 1 : INT_MAX;
     for (;;) {
       if (fail_ && emitted_ >= fail_at_) {
-        Finish();
-        sink->OnError(InjectedError());
+        ProviderError error = InjectedError();
+        sinks = TakeSinks();
+        gate_.RunLast([&] { sink->OnError(error); });
         return;
       }
       if (!fail_ && emitted_ >= total_) {
-        Finish();
         usage_.completion_tokens = emitted_;
-        sink->OnDone(usage_, model_);
+        Usage usage = usage_;
+        std::string model = model_;
+        sinks = TakeSinks();
+        gate_.RunLast([&] { sink->OnDone(usage, model); });
         return;
       }
       if (budget-- == 0) break;
       std::string token = kVocabulary[NextRandom(&rng_) % kVocabularySize];
       if (emitted_ > 0) token.insert(0, " ");
       ++emitted_;
-      sink->OnDelta(token);
-      if (done_) return;  // cancelled from inside OnDelta
+      if (!gate_.Run([&] { sink->OnDelta(token); })) return;  // cancelled meanwhile
     }
     // Keep the average rate even when the timer thread runs late.
     next_at_ = std::max(next_at_ + absl::Seconds(1) / options_.tokens_per_s,
@@ -164,57 +174,60 @@ class SimCallState : public std::enable_shared_from_this<SimCallState> {
   }
 
   void EmbedStep() {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (done_) return;
+    Sinks sinks;
+    absl::MutexLock lock(&gate_.mu);
+    if (gate_.closed()) return;
     timer_ = 0;
-    std::shared_ptr<EmbedSink> sink = embed_sink_;
-    Finish();
+    sinks = TakeSinks();
+    EmbedSink* sink = sinks.embed.get();
     if (fail_) {
-      sink->OnError(InjectedError());
+      ProviderError error = InjectedError();
+      gate_.RunLast([&] { sink->OnError(error); });
       return;
     }
     std::vector<std::vector<float>> vectors;
     vectors.reserve(texts_.size());
     for (const std::string& t : texts_) vectors.push_back(SimEmbedding(t, options_.dims));
-    sink->OnDone(std::move(vectors), usage_, model_);
+    Usage usage = usage_;
+    std::string model = model_;
+    gate_.RunLast([&] { sink->OnDone(std::move(vectors), usage, model); });
   }
 
   void ErrorStep() {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (done_) return;
+    Sinks sinks;
+    absl::MutexLock lock(&gate_.mu);
+    if (gate_.closed()) return;
     timer_ = 0;
-    std::shared_ptr<ChatSink> chat = chat_sink_;
-    std::shared_ptr<EmbedSink> embed = embed_sink_;
-    Finish();
-    if (chat) chat->OnError(early_error_);
-    if (embed) embed->OnError(early_error_);
+    sinks = TakeSinks();
+    ProviderError error = early_error_;
+    gate_.RunLast([&] {
+      if (sinks.chat) sinks.chat->OnError(error);
+      if (sinks.embed) sinks.embed->OnError(error);
+    });
   }
 
-  // Marks the call finished before its last callback; the sinks are released so the call
-  // state no longer keeps the job alive.
-  void Finish() {
-    done_ = true;
-    chat_sink_.reset();
-    embed_sink_.reset();
+  // Releases the sinks before the last callback, so the call state no longer keeps the job
+  // alive; the caller lets them go once gate_.mu is unlocked.
+  Sinks TakeSinks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(gate_.mu) {
+    return Sinks{std::move(chat_sink_), std::move(embed_sink_)};
   }
 
   TimerQueue* const timers_;
   const SimOptions options_;
   const bool fail_;
-  std::recursive_mutex mu_;
-  bool done_ = false;
-  TimerQueue::TimerId timer_ = 0;
-  uint64_t rng_ = 0;
-  int total_ = 0;
-  int emitted_ = 0;
-  int fail_at_ = 0;
-  absl::Time next_at_;
-  Usage usage_;
-  std::string model_;
-  std::vector<std::string> texts_;
-  ProviderError early_error_;
-  std::shared_ptr<ChatSink> chat_sink_;
-  std::shared_ptr<EmbedSink> embed_sink_;
+  CallGate gate_;
+  TimerQueue::TimerId timer_ ABSL_GUARDED_BY(gate_.mu) = 0;
+  uint64_t rng_ ABSL_GUARDED_BY(gate_.mu) = 0;
+  int total_ ABSL_GUARDED_BY(gate_.mu) = 0;
+  int emitted_ ABSL_GUARDED_BY(gate_.mu) = 0;
+  int fail_at_ ABSL_GUARDED_BY(gate_.mu) = 0;
+  absl::Time next_at_ ABSL_GUARDED_BY(gate_.mu);
+  Usage usage_ ABSL_GUARDED_BY(gate_.mu);
+  std::string model_ ABSL_GUARDED_BY(gate_.mu);
+  std::vector<std::string> texts_ ABSL_GUARDED_BY(gate_.mu);
+  ProviderError early_error_ ABSL_GUARDED_BY(gate_.mu);
+  std::shared_ptr<ChatSink> chat_sink_ ABSL_GUARDED_BY(gate_.mu);
+  std::shared_ptr<EmbedSink> embed_sink_ ABSL_GUARDED_BY(gate_.mu);
 };
 
 class SimCall : public LlmCall {

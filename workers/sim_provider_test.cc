@@ -1,7 +1,9 @@
 #include "workers/sim_provider.h"
 
+#include <atomic>
 #include <cmath>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -280,6 +282,98 @@ TEST(SimProviderTest, EmbeddingsAreDeterministicUnitVectors) {
   ASSERT_TRUE(failed->Wait());
   ASSERT_TRUE(failed->error().has_value());
   EXPECT_EQ(failed->error()->code, "SIM_FAILURE");
+}
+
+// Counts callbacks that run after the test's Cancel() returned; each lingers a little so that
+// a Cancel() from another thread often lands while one is running.
+class LateCallbackSink : public ChatSink {
+ public:
+  void OnDelta(const std::string& text) override {
+    Linger();
+    ++deltas;
+  }
+  void OnDone(const Usage& usage, const std::string& model) override { Linger(); }
+  void OnError(const ProviderError& error) override { Linger(); }
+  bool WaitDeltas(int n) {
+    absl::Time until = absl::Now() + kWait;
+    while (deltas.load() < n && absl::Now() < until) absl::SleepFor(absl::Microseconds(200));
+    return deltas.load() >= n;
+  }
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<int> late{0};
+  std::atomic<int> deltas{0};
+
+ private:
+  void Linger() {
+    if (cancel_returned.load()) ++late;
+    for (int i = 0; i < 100; ++i) std::this_thread::yield();
+    if (cancel_returned.load()) ++late;
+  }
+};
+
+TEST(SimProviderTest, CancelFromOtherThreadsWhileTokensFlow) {
+  SimProvider sim(Fast());
+  constexpr int kCalls = 8;
+  std::vector<std::shared_ptr<LateCallbackSink>> sinks;
+  std::vector<std::unique_ptr<LlmCall>> calls;
+  ChatRequest r = Prompt("long");
+  r.provider_options = JsonStruct(R"({"tokens": 1000000})");  // all in one timer step
+  for (int i = 0; i < kCalls; ++i) {
+    sinks.push_back(std::make_shared<LateCallbackSink>());
+    calls.push_back(sim.StartChat(r, sinks.back()));
+  }
+  std::vector<std::thread> cancellers;
+  for (int i = 0; i < kCalls; ++i) {
+    cancellers.emplace_back([&, i] {
+      EXPECT_TRUE(sinks[i]->WaitDeltas(1 + 10 * i));
+      calls[i]->Cancel();
+      sinks[i]->cancel_returned = true;
+    });
+  }
+  for (auto& t : cancellers) t.join();
+  RunChat(sim, Prompt("barrier"));  // the timer thread has left every cancelled step
+  calls.clear();
+  for (auto& s : sinks) EXPECT_EQ(s->late.load(), 0);
+}
+
+// Starts the next call on the same provider from inside OnDone, on the timer thread.
+class ChainingSink : public RecordingChatSink {
+ public:
+  ChainingSink(SimProvider* sim, int remaining) : sim_(sim), remaining_(remaining) {}
+  void OnDone(const Usage& usage, const std::string& model) override {
+    if (remaining_ > 0) {
+      auto next = std::make_shared<ChainingSink>(sim_, remaining_ - 1);
+      std::unique_ptr<LlmCall> call = sim_->StartChat(Prompt("next"), next);
+      absl::MutexLock lock(&chain_mu_);
+      next_ = std::move(next);
+      next_call_ = std::move(call);
+    }
+    RecordingChatSink::OnDone(usage, model);
+  }
+  // Waits for the end of the whole chain.
+  bool WaitChain() {
+    if (!WaitFinished(kWait)) return false;
+    std::shared_ptr<ChainingSink> next;
+    {
+      absl::MutexLock lock(&chain_mu_);
+      next = next_;
+    }
+    return next == nullptr || next->WaitChain();
+  }
+
+ private:
+  SimProvider* const sim_;
+  const int remaining_;
+  absl::Mutex chain_mu_;
+  std::shared_ptr<ChainingSink> next_ ABSL_GUARDED_BY(chain_mu_);
+  std::unique_ptr<LlmCall> next_call_ ABSL_GUARDED_BY(chain_mu_);
+};
+
+TEST(SimProviderTest, ACallbackMayStartAnotherCall) {
+  SimProvider sim(Fast());
+  auto first = std::make_shared<ChainingSink>(&sim, 20);
+  auto call = sim.StartChat(Prompt("first"), first);
+  EXPECT_TRUE(first->WaitChain());
 }
 
 }  // namespace

@@ -17,58 +17,21 @@
 //    retryable = true and retry_after = the server's hint (if any), so the scheduler's
 //    job-level retry takes over.
 //
-// ProviderError codes (stable; JobFailure.code):
-//   "RATE_LIMITED"          HTTP 429, or an error chunk of type/code rate_limit*. Retryable.
-//   "PROVIDER_UNAVAILABLE"  connect/DNS/TLS/socket errors, HTTP 502/503/504. Retryable.
-//   "TIMEOUT"               connect, first-byte, idle (stalled stream) or total timeout,
-//                           HTTP 408. Retryable.
-//   "PROVIDER_ERROR"        other HTTP >= 500, 409, a malformed chunk or response, a stream
-//                           cut before [DONE], a mid-stream error chunk. Retryable.
-//   "PROVIDER_REJECTED"     other HTTP 4xx (400, 401, 403, 404, 422, ...) or an error chunk
-//                           of type invalid_request_error: not retryable; the message carries
-//                           the provider's own message.
+// ProviderError codes and how responses map to them: openai_errors.h. Settings:
+// openai_settings.h. One call's state machine and its threading: openai_call.h.
 #pragma once
 
 #include <memory>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
-#include "absl/time/time.h"
 #include "aijobs/v1/providers.pb.h"
 #include "workers/llm_provider.h"
 #include "workers/openai/curl_loop.h"
+#include "workers/openai/openai_errors.h"    // IWYU pragma: export
+#include "workers/openai/openai_settings.h"  // IWYU pragma: export
 
 namespace aijobs::openai {
-
-inline constexpr char kRateLimited[] = "RATE_LIMITED";
-inline constexpr char kProviderUnavailable[] = "PROVIDER_UNAVAILABLE";
-inline constexpr char kTimeout[] = "TIMEOUT";
-inline constexpr char kProviderError[] = "PROVIDER_ERROR";
-inline constexpr char kProviderRejected[] = "PROVIDER_REJECTED";
-
-// A deployment's settings with defaults applied and the API key resolved.
-struct OpenAiSettings {
-  std::string name;
-  std::string base_url;  // Without a trailing slash.
-  std::string model;
-  std::string api_key;               // Empty: no Authorization header. Never logged.
-  std::vector<std::string> headers;  // "Name: value", from Deployment.headers.
-  absl::Duration connect_timeout = absl::Seconds(5);
-  absl::Duration first_byte_timeout = absl::Seconds(60);
-  absl::Duration idle_timeout = absl::Seconds(30);
-  absl::Duration total_timeout = absl::Seconds(600);
-  int max_retries = 2;
-  absl::Duration initial_backoff = absl::Milliseconds(500);
-  absl::Duration max_backoff = absl::Seconds(8);
-};
-
-// Validates `config` and applies defaults; reads the API key from api_key_env / api_key_file.
-// INVALID_ARGUMENT names the bad field (e.g. `deployment "gpt": api_key_env names FOO,
-// which is not set`). The key's value never appears in a message.
-absl::StatusOr<OpenAiSettings> ResolveSettings(const aijobs::v1::Deployment& config);
 
 class OpenAiProvider : public worker::LlmProvider {
  public:
@@ -99,16 +62,5 @@ class OpenAiProvider : public worker::LlmProvider {
   CurlLoop* const loop_;
   worker::RateLimitObserver* const observer_;
 };
-
-// Parses an x-ratelimit-reset-* value: Go-style durations ("1s", "6m0s", "20ms",
-// "1h2m3.5s") or a bare number of seconds ("60", "0.5").
-std::optional<absl::Duration> ParseRateLimitDuration(absl::string_view value);
-
-// The server's retry hint: retry-after-ms (milliseconds, fractional allowed) wins over
-// retry-after (seconds, or an HTTP date relative to `now`). Unset when absent, malformed or
-// not positive.
-std::optional<absl::Duration> ParseRetryHint(const std::optional<std::string>& retry_after_ms,
-                                             const std::optional<std::string>& retry_after,
-                                             absl::Time now);
 
 }  // namespace aijobs::openai

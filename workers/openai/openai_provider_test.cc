@@ -2,10 +2,12 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -550,6 +552,60 @@ TEST_F(OpenAiProviderTest, DestroyingTheCallDuringBackoffCancelsTheRetry) {
   auto other = Chat(p.get());
   EXPECT_EQ(server_.request_count(), 2u);
   EXPECT_FALSE(sink->finished());
+}
+
+// Records whether any callback ran after the test's Cancel() returned; each callback lingers
+// a little so that Cancel() from another thread often lands while one is running.
+class LateCallbackSink : public worker::ChatSink {
+ public:
+  void OnDelta(const std::string& text) override { Callback(); }
+  void OnDone(const worker::Usage& usage, const std::string& model) override { Callback(); }
+  void OnError(const ProviderError& error) override { Callback(); }
+
+  bool WaitFirst() {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&any_), absl::Seconds(20));
+  }
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<int> late{0};
+
+ private:
+  void Callback() {
+    if (cancel_returned.load()) ++late;
+    for (int i = 0; i < 200; ++i) std::this_thread::yield();
+    if (cancel_returned.load()) ++late;
+    absl::MutexLock lock(&mu_);
+    any_ = true;
+  }
+  absl::Mutex mu_;
+  bool any_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Cancel() from other threads while chunks stream in: once it returns no callback runs, and
+// neither side deadlocks (the callback runs without the call's lock).
+TEST_F(OpenAiProviderTest, CancelFromOtherThreadsWhileChunksArrive) {
+  server_.SetDefault(B("tokens=100000 rate=2000"));
+  auto p = Provider(Config());
+  constexpr int kCalls = 8;
+  std::vector<std::shared_ptr<LateCallbackSink>> sinks;
+  std::vector<std::unique_ptr<worker::LlmCall>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    sinks.push_back(std::make_shared<LateCallbackSink>());
+    calls.push_back(p->StartChat(Hello(), sinks.back()));
+  }
+  for (auto& s : sinks) ASSERT_TRUE(s->WaitFirst());
+  std::vector<std::thread> cancellers;
+  for (int i = 0; i < kCalls; ++i) {
+    cancellers.emplace_back([&, i] {
+      for (int k = 0; k < i * 50; ++k) std::this_thread::yield();  // staggered
+      calls[i]->Cancel();
+      sinks[i]->cancel_returned = true;
+    });
+  }
+  for (auto& t : cancellers) t.join();
+  EXPECT_TRUE(server_.WaitForClientDisconnects(kCalls, absl::Seconds(10)));
+  calls.clear();
+  for (auto& s : sinks) EXPECT_EQ(s->late.load(), 0);
 }
 
 TEST(OpenAiSettingsTest, ApiKeyErrorsNameTheField) {

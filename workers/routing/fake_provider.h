@@ -10,15 +10,16 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "workers/call_gate.h"
 #include "workers/llm_provider.h"
 #include "workers/routing/routed_provider.h"
 #include "workers/timer_queue.h"
@@ -56,7 +57,7 @@ class FakeProvider : public LlmProvider {
                                      std::shared_ptr<ChatSink> sink) override {
     FakeBehavior b = Record(request.model, request.provider_options);
     auto state = std::make_shared<State>();
-    state->chat = std::move(sink);
+    SetSinks(state.get(), std::move(sink), nullptr);
     state->behavior = b;
     state->parent = this;
     Arm(state);
@@ -67,7 +68,7 @@ class FakeProvider : public LlmProvider {
                                       std::shared_ptr<EmbedSink> sink) override {
     FakeBehavior b = Record(request.model, request.provider_options);
     auto state = std::make_shared<State>();
-    state->embed = std::move(sink);
+    SetSinks(state.get(), nullptr, std::move(sink));
     state->texts = request.texts.size();
     state->behavior = b;
     state->parent = this;
@@ -100,50 +101,59 @@ class FakeProvider : public LlmProvider {
   RateLimitObserver* observer = nullptr;
 
  private:
+  // One fake call; keeps the LlmCall contract with a CallGate like the real providers.
   struct State {
-    std::recursive_mutex mu;
-    bool done = false;
-    FakeBehavior behavior;
-    size_t texts = 0;
-    std::shared_ptr<ChatSink> chat;
-    std::shared_ptr<EmbedSink> embed;
-    TimerQueue::TimerId timer = 0;
+    CallGate gate;
+    bool done ABSL_GUARDED_BY(gate.mu) = false;
+    FakeBehavior behavior;  // set before the call is armed, then read-only
+    size_t texts = 0;       // likewise
+    std::shared_ptr<ChatSink> chat ABSL_GUARDED_BY(gate.mu);
+    std::shared_ptr<EmbedSink> embed ABSL_GUARDED_BY(gate.mu);
+    TimerQueue::TimerId timer ABSL_GUARDED_BY(gate.mu) = 0;
     FakeProvider* parent = nullptr;
 
     void Run() {
-      std::lock_guard<std::recursive_mutex> lock(mu);
+      std::shared_ptr<ChatSink> c;  // released after the lock
+      std::shared_ptr<EmbedSink> e;
+      absl::MutexLock lock(&gate.mu);
       if (done) return;
-      std::shared_ptr<ChatSink> c = chat;
-      std::shared_ptr<EmbedSink> e = embed;
+      c = chat;
+      e = embed;
       if (c) {
         for (const std::string& d : behavior.deltas) {
-          c->OnDelta(d);
-          if (done) return;  // cancelled from inside OnDelta
+          if (!gate.Run([&] { c->OnDelta(d); })) return;  // cancelled meanwhile
         }
       }
       done = true;
       chat.reset();
       embed.reset();
+      const std::string model = parent->deployment_ + "-model";
       if (behavior.error) {
-        if (c) c->OnError(*behavior.error);
-        if (e) e->OnError(*behavior.error);
+        gate.RunLast([&] {
+          if (c) c->OnError(*behavior.error);
+          if (e) e->OnError(*behavior.error);
+        });
         return;
       }
-      if (c) c->OnDone(behavior.usage, parent->deployment_ + "-model");
-      if (e) {
-        e->OnDone(std::vector<std::vector<float>>(texts, behavior.vector), behavior.usage,
-                  parent->deployment_ + "-model");
-      }
+      gate.RunLast([&] {
+        if (c) c->OnDone(behavior.usage, model);
+        if (e)
+          e->OnDone(std::vector<std::vector<float>>(texts, behavior.vector), behavior.usage, model);
+      });
     }
     void Cancel() {
-      std::lock_guard<std::recursive_mutex> lock(mu);
-      if (done) return;
-      done = true;
-      if (timer != 0) parent->timers_.Cancel(timer);
-      chat.reset();
-      embed.reset();
-      absl::MutexLock l(&parent->mu_);
-      ++parent->cancels_;
+      std::shared_ptr<ChatSink> c;
+      std::shared_ptr<EmbedSink> e;
+      absl::MutexLock lock(&gate.mu);
+      if (!done) {
+        done = true;
+        if (timer != 0) parent->timers_.Cancel(timer);
+        c = std::move(chat);
+        e = std::move(embed);
+        absl::MutexLock l(&parent->mu_);
+        ++parent->cancels_;
+      }
+      gate.Close();
     }
   };
 
@@ -157,6 +167,13 @@ class FakeProvider : public LlmProvider {
     std::shared_ptr<State> s_;
   };
 
+  static void SetSinks(State* state, std::shared_ptr<ChatSink> chat,
+                       std::shared_ptr<EmbedSink> embed) {
+    absl::MutexLock lock(&state->gate.mu);
+    state->chat = std::move(chat);
+    state->embed = std::move(embed);
+  }
+
   FakeBehavior Record(const std::string& model, const google::protobuf::Struct& options) {
     absl::MutexLock lock(&mu_);
     starts_.push_back(absl::Now());
@@ -167,17 +184,17 @@ class FakeProvider : public LlmProvider {
 
   void Arm(const std::shared_ptr<State>& state) {
     if (state->behavior.hang) return;
-    std::lock_guard<std::recursive_mutex> lock(state->mu);
+    absl::MutexLock lock(&state->gate.mu);
     state->timer = timers_.Schedule(absl::Now() + state->behavior.delay, [state] { state->Run(); });
   }
 
   const std::string deployment_;
   mutable absl::Mutex mu_;
-  FakeBehavior behavior_;
-  std::vector<absl::Time> starts_;
-  std::string last_model_;
-  google::protobuf::Struct last_options_;
-  int cancels_ = 0;
+  FakeBehavior behavior_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Time> starts_ ABSL_GUARDED_BY(mu_);
+  std::string last_model_ ABSL_GUARDED_BY(mu_);
+  google::protobuf::Struct last_options_ ABSL_GUARDED_BY(mu_);
+  int cancels_ ABSL_GUARDED_BY(mu_) = 0;
   TimerQueue timers_;  // last: stops before the rest goes
 };
 

@@ -33,10 +33,13 @@
 #include "aijobs/v1/providers.pb.h"
 #include "workers/llm_provider.h"
 #include "workers/routing/circuit_breaker.h"
+#include "workers/routing/member_order.h"
 #include "workers/routing/token_bucket.h"
 #include "workers/timer_queue.h"
 
 namespace aijobs::worker {
+
+class RoutedDeployment;
 
 // Creates the provider behind one deployment. `observer` (owned by the RoutedProvider, valid
 // for the provider's lifetime) is to be told every response's x-ratelimit-* headers.
@@ -96,26 +99,22 @@ class RoutedProvider : public LlmProvider {
   TokenBucket* token_bucket(const std::string& deployment) const;
 
  private:
-  class Call;
-  struct Deployment;
-  struct Member {
-    Deployment* deployment;
-    uint32_t weight;
-    int priority;
+  struct Group {
+    std::vector<RoutedDeployment*> deployments;
+    std::vector<MemberWeight> weights;  // same order
   };
 
   RoutedProvider(aijobs::v1::ProvidersConfig config, RoutedProviderOptions options);
-  // The group's members in the order to try them for one call (nullptr: unknown model).
-  bool OrderFor(const std::string& model, std::vector<Deployment*>* order);
-  std::shared_ptr<Call> NewCall();
+  // The group's members in the order to try them for one call (false: unknown model).
+  bool OrderFor(const std::string& model, std::vector<RoutedDeployment*>* order);
 
   const aijobs::v1::ProvidersConfig config_;
   const RoutedProviderOptions options_;
-  std::vector<std::unique_ptr<Deployment>> deployments_;
-  absl::flat_hash_map<std::string, Deployment*> deployment_by_name_;
-  absl::flat_hash_map<std::string, std::vector<Member>> groups_;  // sorted by priority
+  std::vector<std::unique_ptr<RoutedDeployment>> deployments_;
+  absl::flat_hash_map<std::string, RoutedDeployment*> deployment_by_name_;
+  absl::flat_hash_map<std::string, Group> groups_;
   absl::Mutex rng_mu_;
-  std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);  // draws each call's OrderMembers seed
   // Last member: its thread (waits, fallbacks, routing errors) stops first.
   TimerQueue timers_;
 };

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -621,6 +622,149 @@ TEST(RoutedProviderTest, SimDeploymentsServeThroughTheStandardFactory) {
   EXPECT_FALSE(sink->error());
   EXPECT_EQ(sink->deltas().size(), 5u);
   EXPECT_EQ(sink->model(), "s");
+}
+
+// Counts deltas and any callback that runs after the test's Cancel() returned; cancels its
+// own call at delta `cancel_at` (0: never). Each callback lingers a little so that a
+// Cancel() from another thread often lands while one is running.
+class RaceSink : public ChatSink {
+ public:
+  explicit RaceSink(int cancel_at = 0) : cancel_at_(cancel_at) {}
+  void OnDelta(const std::string& text) override {
+    Linger();
+    int n = ++deltas;
+    if (n == cancel_at_) {
+      LlmCall* c;
+      while ((c = call.load()) == nullptr) std::this_thread::yield();  // stored just after Start
+      c->Cancel();
+    }
+  }
+  void OnDone(const Usage& usage, const std::string& model) override {
+    Linger();
+    finished = true;
+  }
+  void OnError(const ProviderError& error) override {
+    Linger();
+    finished = true;
+  }
+  bool WaitDeltas(int n) {
+    absl::Time until = absl::Now() + kWait;
+    while (deltas.load() < n && !finished.load() && absl::Now() < until) {
+      absl::SleepFor(absl::Microseconds(200));
+    }
+    return deltas.load() >= n;
+  }
+
+  std::atomic<LlmCall*> call{nullptr};
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<int> late{0};
+  std::atomic<int> deltas{0};
+  std::atomic<bool> finished{false};
+
+ private:
+  void Linger() {
+    if (cancel_returned.load()) ++late;
+    for (int i = 0; i < 100; ++i) std::this_thread::yield();
+    if (cancel_returned.load()) ++late;
+  }
+  const int cancel_at_;
+};
+
+// Every call falls back from "a" to "b" and streams from "b" while it is cancelled, half of
+// them from another thread and half from inside their own OnDelta: no callback after
+// Cancel() returns, none after a callback cancelled its own call, and no deadlock.
+TEST(RoutedProviderTest, CancelRacesStreamingAfterAFallback) {
+  Fixture f(kTwoTiers);
+  f.fakes.at("a")->SetBehavior({.deltas = {}, .error = RetryableError("a down")});
+  f.fakes.at("b")->SetBehavior({.deltas = std::vector<std::string>(3000, "x")});
+  constexpr int kCalls = 12;
+  std::vector<std::shared_ptr<RaceSink>> sinks;
+  std::vector<std::unique_ptr<LlmCall>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    sinks.push_back(std::make_shared<RaceSink>(i % 2 == 1 ? 3 + i : 0));
+    calls.push_back(f.provider->StartChat(Request("g"), sinks.back()));
+    sinks.back()->call.store(calls.back().get());
+  }
+  std::vector<std::thread> cancellers;
+  for (int i = 0; i < kCalls; i += 2) {
+    cancellers.emplace_back([&, i] {
+      EXPECT_TRUE(sinks[i]->WaitDeltas(1 + i));
+      calls[i]->Cancel();
+      sinks[i]->cancel_returned = true;
+    });
+  }
+  for (int i = 1; i < kCalls; i += 2) {
+    EXPECT_TRUE(sinks[i]->WaitDeltas(3 + i));
+  }
+  for (auto& t : cancellers) t.join();
+  // "b" runs one call's whole stream per timer step, one step at a time: once a later call
+  // on "b" has finished, every earlier stream has ended (cancelled, or drained unheard when
+  // a self-cancel came while its handle was still being stored).
+  f.fakes.at("b")->SetBehavior({});
+  EXPECT_FALSE(f.Chat(Request("only-b"))->error());
+  for (int i = 0; i < kCalls; ++i) {
+    if (i % 2 == 1) {
+      sinks[i]->cancel_returned = true;  // it returned long ago; from here nothing may arrive
+      EXPECT_EQ(sinks[i]->deltas.load(), 3 + i) << "call " << i;
+    }
+  }
+  calls.clear();
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(sinks[i]->late.load(), 0) << "call " << i;
+    EXPECT_FALSE(sinks[i]->finished.load()) << "call " << i;
+  }
+  // Each call went to "b", after "a" failed (until a's breaker opened).
+  EXPECT_EQ(f.fakes.at("b")->calls(), kCalls + 1);
+}
+
+// From inside the final callback of one call, destroys that call and starts the next one on
+// the same provider: nothing is locked while the caller's sink runs.
+class ChainingSink : public ChatSink {
+ public:
+  ChainingSink(RoutedProvider* provider, int remaining, std::atomic<int>* finished)
+      : provider_(provider), remaining_(remaining), finished_(finished) {}
+  void Start(std::shared_ptr<ChainingSink> self) {
+    absl::MutexLock lock(&mu_);
+    call_ = provider_->StartChat(Request("g"), std::move(self));
+  }
+  void OnDelta(const std::string& text) override {}
+  void OnDone(const Usage& usage, const std::string& model) override { Next(); }
+  void OnError(const ProviderError& error) override { Next(); }
+
+ private:
+  void Next() {
+    std::unique_ptr<LlmCall> own;
+    {
+      absl::MutexLock lock(&mu_);
+      own = std::move(call_);
+    }
+    own.reset();  // destroys this very call from inside its callback
+    ++*finished_;
+    if (remaining_ > 0) {
+      auto next = std::make_shared<ChainingSink>(provider_, remaining_ - 1, finished_);
+      next->Start(next);
+      absl::MutexLock lock(&mu_);
+      next_ = std::move(next);
+    }
+  }
+  RoutedProvider* const provider_;
+  const int remaining_;
+  std::atomic<int>* const finished_;
+  absl::Mutex mu_;
+  std::unique_ptr<LlmCall> call_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<ChainingSink> next_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(RoutedProviderTest, ACallbackMayDestroyItsCallAndStartAnother) {
+  Fixture f(kTwoTiers);
+  f.fakes.at("a")->SetBehavior({.deltas = {}, .error = RetryableError("a down")});
+  std::atomic<int> finished{0};
+  auto first = std::make_shared<ChainingSink>(f.provider.get(), 9, &finished);
+  first->Start(first);
+  absl::Time until = absl::Now() + kWait;
+  while (finished.load() < 10 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(finished.load(), 10);
+  EXPECT_EQ(f.fakes.at("b")->calls(), 10);  // each fell back from "a"
 }
 
 }  // namespace
