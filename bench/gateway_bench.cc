@@ -74,8 +74,15 @@ GatewayProcess* GetGateway(Cluster* c, std::string* error) {
     int port = testing::FreePort();
     testing::ProcessOptions opts;
     opts.path = testing::BinPath("aijobs-gateway");
-    // The defaults users get; only the addresses are ours.
-    opts.args = {"--listen", absl::StrCat("127.0.0.1:", port), "--scheduler", c->address()};
+    // The defaults users get; only the addresses are ours, and no per-address limits (every
+    // simulated client comes from 127.0.0.1).
+    opts.args = {"--listen",
+                 absl::StrCat("127.0.0.1:", port),
+                 "--scheduler",
+                 c->address(),
+                 "--anonymous_requests_per_minute=0",
+                 "--max_streams_per_ip=0",
+                 "--max_connections_per_ip=0"};
     // Extra gateway flags for experiments, e.g. AIJOBS_BENCH_GATEWAY_FLAGS="--threads=1".
     if (const char* extra = std::getenv("AIJOBS_BENCH_GATEWAY_FLAGS"); extra != nullptr) {
       for (absl::string_view f : absl::StrSplit(extra, ' ', absl::SkipEmpty())) {
@@ -92,8 +99,8 @@ GatewayProcess* GetGateway(Cluster* c, std::string* error) {
           if (!(*proc)->IsRunning()) return true;
           auto conn = HttpConnection::Connect("127.0.0.1", port, absl::Seconds(1));
           if (!conn.ok()) return false;
-          auto r = (*conn)->RoundTrip(HttpRequestText("GET", "/healthz", "127.0.0.1"),
-                                      absl::Seconds(1));
+          auto r =
+              (*conn)->RoundTrip(HttpRequestText("GET", "/healthz", "127.0.0.1"), absl::Seconds(1));
           return r.ok() && r->status == 200;
         },
         absl::Seconds(20), absl::Milliseconds(20));
@@ -227,7 +234,8 @@ class GetLoad {
     }
     {
       absl::MutexLock l(&mu_);
-      mu_.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active_));
+      mu_.Await(absl::Condition(
+          +[](int* a) { return *a == 0; }, &active_));
     }
     wall_ = std::chrono::steady_clock::now() - start_;
     for (auto& c : conns_) {
@@ -259,10 +267,11 @@ class GetLoad {
   // Everything below runs on the io thread.
   void Send(Conn* c) {
     c->sent = std::chrono::steady_clock::now();
-    net::async_write(c->sock, net::buffer(request_), [this, c](boost::system::error_code ec, size_t) {
-      if (ec) return Fail(c, ec.message());
-      Read(c);
-    });
+    net::async_write(c->sock, net::buffer(request_),
+                     [this, c](boost::system::error_code ec, size_t) {
+                       if (ec) return Fail(c, ec.message());
+                       Read(c);
+                     });
   }
 
   void Read(Conn* c) {
@@ -324,7 +333,8 @@ class DirectGetLoad {
     }
     for (Slot& s : slots_) Issue(&s);
     absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active_));
+    mu_.Await(absl::Condition(
+        +[](int* a) { return *a == 0; }, &active_));
     wall_ = std::chrono::steady_clock::now() - start_;
     return first_error_.empty() ? absl::OkStatus() : absl::InternalError(first_error_);
   }
@@ -351,22 +361,20 @@ class DirectGetLoad {
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     s->response.Clear();
     s->sent = std::chrono::steady_clock::now();
-    stub_->async()->GetJob(ctx.get(), &request_, &s->response,
-                           [this, s, ctx](grpc::Status status) {
-                             auto now = std::chrono::steady_clock::now();
-                             s->ms.push_back(
-                                 std::chrono::duration<double, std::milli>(now - s->sent).count());
-                             if (status.ok()) {
-                               ok_.fetch_add(1);
-                             } else {
-                               errors_.fetch_add(1);
-                               absl::MutexLock l(&mu_);
-                               if (first_error_.empty()) first_error_ = status.error_message();
-                             }
-                             if (status.ok() && now < end_) return Issue(s);
-                             absl::MutexLock l(&mu_);
-                             --active_;
-                           });
+    stub_->async()->GetJob(ctx.get(), &request_, &s->response, [this, s, ctx](grpc::Status status) {
+      auto now = std::chrono::steady_clock::now();
+      s->ms.push_back(std::chrono::duration<double, std::milli>(now - s->sent).count());
+      if (status.ok()) {
+        ok_.fetch_add(1);
+      } else {
+        errors_.fetch_add(1);
+        absl::MutexLock l(&mu_);
+        if (first_error_.empty()) first_error_ = status.error_message();
+      }
+      if (status.ok() && now < end_) return Issue(s);
+      absl::MutexLock l(&mu_);
+      --active_;
+    });
   }
 
   std::unique_ptr<v1::JobService::Stub> stub_;
@@ -401,8 +409,8 @@ class SseStreams {
           return static_cast<int64_t>(i) - heads_ - failed_ < in_flight;
         };
         if (!mu_.AwaitWithDeadline(absl::Condition(&cond), deadline)) {
-          return absl::DeadlineExceededError(absl::StrCat("only ", heads_, " of ", i,
-                                                          " streams started"));
+          return absl::DeadlineExceededError(
+              absl::StrCat("only ", heads_, " of ", i, " streams started"));
         }
       }
       auto c = std::make_unique<Conn>(io_.io());
@@ -582,9 +590,9 @@ double GatewayMetric(int port, const std::string& name) {
 // next benchmark (which TRUNCATEs the jobs) never races a watch being torn down.
 absl::Status CloseAndDrain(SseStreams* sse, int port) {
   sse->CloseAll();
-  bool drained = testing::WaitFor(
-      [&] { return GatewayMetric(port, "aijobs_gateway_open_streams") == 0; }, absl::Seconds(60),
-      absl::Milliseconds(50));
+  bool drained =
+      testing::WaitFor([&] { return GatewayMetric(port, "aijobs_gateway_open_streams") == 0; },
+                       absl::Seconds(60), absl::Milliseconds(50));
   absl::SleepFor(absl::Seconds(1));
   return drained ? absl::OkStatus()
                  : absl::DeadlineExceededError("gateway streams still open 60 s after close");

@@ -28,6 +28,7 @@
 #include "common/bearer_token.h"
 #include "common/scheduler_target.h"
 #include "common/status.h"
+#include "common/tls_credentials.h"
 
 namespace aijobs::ctl {
 namespace {
@@ -48,9 +49,12 @@ constexpr char kGlobalUsage[] =
     "  apikey create --name N [--role R ...] [--job_type T ...] [--expires 90d] [--tenant T]\n"
     "                [--json]   (admin; prints the key once)\n"
     "  apikey list [--all] [--json]      apikey revoke ID [--json]   (admin)\n"
+    "  audit [--since 1h] [--subject S] [--limit N] [--json]   (admin)\n"
     "  token --key FILE --sub S [--tenant T] [--role R ...] [--job_type T ...] [--ttl 1h]\n"
     "        [--kid K] [--issuer I] [--audience A]   (signs a JWT with a key you hold)\n"
     "--token (or env AIJOBS_TOKEN): the JWT or API key sent with every call.\n"
+    "--tls_ca FILE [--tls_cert FILE --tls_key FILE]: TLS to the scheduler (and a client "
+    "certificate).\n"
     "--server defaults to 127.0.0.1:50051 (several replicas: a comma-separated list of IP:PORT);\n"
     "--timeout (e.g. 10s, 500ms, or seconds) bounds each\n"
     "unary call. With --wait or --watch, the exit status is 0 only if the job SUCCEEDED.\n";
@@ -69,7 +73,8 @@ struct CommandSpec {
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
-      {"server", true}, {"timeout", true}, {"token", true}, {"help", false}};
+      {"server", true},   {"timeout", true}, {"token", true}, {"tls_ca", true},
+      {"tls_cert", true}, {"tls_key", true}, {"help", false}};
   return *flags;
 }
 
@@ -125,6 +130,10 @@ const std::vector<CommandSpec>& Commands() {
        {{"all", false}, {"json", false}},
        "usage: aijobsctl apikey list [--all] [--json]"},
       {"apikey revoke", 1, {{"json", false}}, "usage: aijobsctl apikey revoke ID [--json]"},
+      {"audit",
+       0,
+       {{"since", true}, {"subject", true}, {"limit", true}, {"json", false}},
+       "usage: aijobsctl audit [--since 1h] [--subject S] [--limit N] [--json]"},
       {"token",
        0,
        {{"key", true},
@@ -429,6 +438,10 @@ class Cli {
       return Usage({absl::StrCat("--server: ", s.message()), kGlobalUsage});
     }
     options.bearer_token = BearerTokenFrom(parsed.Get("token"), "AIJOBS_TOKEN");
+    auto creds =
+        ClientTlsCredentials({parsed.Get("tls_ca"), parsed.Get("tls_cert"), parsed.Get("tls_key")});
+    if (!creds.ok()) return Usage({std::string(creds.status().message()), kGlobalUsage});
+    options.credentials = *std::move(creds);
     options_ = options;
 
     const std::string name = command.name;
@@ -441,6 +454,7 @@ class Cli {
     if (name == "apikey list") return ApiKeyList(parsed);
     if (name == "apikey revoke") return ApiKeyRevoke(parsed);
     if (name == "token") return Token(parsed);
+    if (name == "audit") return Audit(parsed);
     return List(parsed);
   }
 
@@ -731,6 +745,45 @@ class Cli {
       out_ << ToJson(response) << "\n";
     } else {
       PrintApiKey(response);
+    }
+    return kExitOk;
+  }
+
+  int Audit(const ParsedArgs& parsed) {
+    const char* usage = parsed.command->usage;
+    v1::ListAuditEventsRequest request;
+    if (parsed.Has("since")) {
+      absl::Duration ago;
+      if (!ParseDays(parsed.Get("since"), &ago)) {
+        return Usage(
+            {absl::StrCat("--since: cannot parse '", parsed.Get("since"), "' (e.g. 1h, 30m, 7d)"),
+             usage});
+      }
+      const absl::Time since = absl::Now() - ago;
+      request.mutable_since()->set_seconds(absl::ToUnixSeconds(since));
+    }
+    request.set_subject(parsed.Get("subject"));
+    if (parsed.Has("limit")) {
+      int64_t n = 0;
+      if (auto rc = ParseInt(parsed, "limit", 1, 1000, usage, &n)) return *rc;
+      request.set_page_size(static_cast<int32_t>(n));
+    }
+    grpc::ClientContext ctx;
+    v1::ListAuditEventsResponse response;
+    grpc::Status s = admin(&ctx)->ListAuditEvents(&ctx, request, &response);
+    if (!s.ok()) return RpcError(FromGrpcStatus(s));
+    if (parsed.Bool("json")) {
+      out_ << ToJson(response) << "\n";
+      return kExitOk;
+    }
+    for (const v1::AuditEvent& e : response.events()) {
+      out_ << FormatTime(e.time()) << "  " << (e.subject().empty() ? "(anonymous)" : e.subject())
+           << "  " << e.action() << "  " << (e.job_id().empty() ? e.target() : e.job_id()) << "  "
+           << e.code();
+      if (!e.message().empty()) out_ << "  " << e.message();
+      out_ << "  peer=" << e.peer();
+      if (!e.request_id().empty()) out_ << "  request=" << e.request_id();
+      out_ << "\n";
     }
     return kExitOk;
   }

@@ -114,6 +114,8 @@ struct Gateway::RequestContext {
   std::string request_id;
   CallMetadata metadata;
   bool want_sse = false;
+  std::string client_ip;  // the peer, or who a trusted proxy says it forwards for
+  bool holds_stream_slot = false;
 };
 
 // Relays one server-streaming call to an HTTP client as SSE or NDJSON. The HTTP header goes
@@ -208,7 +210,7 @@ class StreamRelay final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
       gateway_->metrics_.RecordRequest(rc_.route_label, http_status,
                                        absl::Now() - exchange_->received_at());
     }
-    gateway_->Unregister(this);
+    gateway_->Unregister(this, rc_);
     exchange_.reset();
     self_.reset();  // May destroy this.
   }
@@ -276,7 +278,12 @@ Gateway::Gateway(const GatewayOptions& options, RouteTable routes,
       stub_(channel_),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)),
       openapi_json_(BuildOpenApiJson(routes_, "aijobs", options.api_version)),
-      page_csp_(ContentSecurityPolicyFor(WebIndexHtml())) {}
+      page_csp_(ContentSecurityPolicyFor(WebIndexHtml())) {
+  if (options_.anonymous_requests_per_minute > 0) {
+    anonymous_rate_ = std::make_unique<PerClientRate>(options_.anonymous_requests_per_minute,
+                                                      options_.anonymous_burst);
+  }
+}
 
 Gateway::~Gateway() {
   // A relay's OnDone uses the gateway (metrics, Unregister): let them all run first.
@@ -303,7 +310,8 @@ size_t Gateway::OpenStreams() {
   return relays_.size();
 }
 
-void Gateway::Unregister(StreamRelay* relay) {
+void Gateway::Unregister(StreamRelay* relay, const RequestContext& rc) {
+  if (rc.holds_stream_slot) streams_per_ip_.Release(rc.client_ip);
   absl::MutexLock lock(&mu_);
   relays_.erase(relay);
 }
@@ -466,6 +474,24 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
   }
   rc.request_id = md->request_id;
   rc.metadata = std::move(*md);
+  rc.client_ip =
+      ClientAddress(exchange->peer_ip(), ToStd(req["X-Forwarded-For"]), options_.trusted_proxies);
+  // Callers without a credential are held to a request rate per address for anything that
+  // changes state (the public job types are open to the whole internet).
+  if (anonymous_rate_ != nullptr && req.find(http::field::authorization) == req.end() &&
+      rc.method != "GET" && rc.method != "HEAD" && rc.method != "OPTIONS") {
+    absl::Duration wait;
+    if (!anonymous_rate_->Allow(rc.client_ip, absl::Now(), &wait)) {
+      HttpResponse res = MakeResponse(
+          req, 429, kJson,
+          ErrorBodyJson(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("too many requests without a credential from this address "
+                                     "(the gateway's --anonymous_requests_per_minute); retry in ",
+                                     absl::FormatDuration(wait))));
+      res.set(http::field::retry_after, absl::StrCat(absl::ToInt64Seconds(wait)));
+      return Finish(exchange, rc, std::move(res));
+    }
+  }
 
   std::vector<std::string> allowed;
   // A preflight asks about the method it names; anything else about its own.
@@ -573,6 +599,17 @@ void Gateway::HandleRoute(std::shared_ptr<HttpExchange> exchange, RequestContext
     if (seq > r->GetInt64(*request, f)) r->SetInt64(request.get(), f, seq);
   }
   rc.want_sse = absl::StrContains(ToStd(req[http::field::accept]), "text/event-stream");
+  if (!streams_per_ip_.TryAcquire(rc.client_ip, options_.max_streams_per_ip)) {
+    HttpResponse res = MakeResponse(
+        req, 429, kJson,
+        ErrorBodyJson(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("too many open event streams from this address (the "
+                                   "gateway's --max_streams_per_ip, ",
+                                   options_.max_streams_per_ip, "); close one or retry later")));
+    res.set(http::field::retry_after, "1");
+    return Finish(exchange, rc, std::move(res));
+  }
+  rc.holds_stream_slot = true;
   auto relay = std::make_shared<StreamRelay>(this, exchange, std::move(rc), &route);
   bool cancelled;
   {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "gateway/client_limits.h"
 #include "gateway/http_server.h"
 #include "gateway/metrics.h"
 #include "gateway/transcoding/request_mapper.h"
@@ -62,6 +63,15 @@ struct GatewayOptions {
   // "*" for any): others are 400, which defeats DNS rebinding. /healthz and /readyz answer
   // any Host (probes use the pod address).
   std::vector<std::string> allowed_hosts = {"localhost", "127.0.0.1", "[::1]"};
+  // Peers whose X-Forwarded-For names the client (a load balancer, an ingress); the client
+  // address is otherwise the connection's peer.
+  TrustedProxies trusted_proxies;
+  // Event streams one client address may hold open (0: unlimited); more are 429.
+  int max_streams_per_ip = 32;
+  // Requests without a credential that change something (POST, DELETE, ...) per client
+  // address: this many a minute on average, in bursts of anonymous_burst (0: unlimited).
+  double anonymous_requests_per_minute = 60;
+  double anonymous_burst = 20;
 };
 
 // Set on an error response when it says whether the request was carried out: "unknown" (it
@@ -117,7 +127,7 @@ class Gateway final : public RequestHandler {
   template <typename Message>
   void AddCorsHeaders(const RequestContext& rc, Message* response) const;
   bool OriginAllowed(absl::string_view origin) const;
-  void Unregister(StreamRelay* relay);
+  void Unregister(StreamRelay* relay, const RequestContext& rc);
 
   const GatewayOptions options_;
   const RouteTable routes_;
@@ -131,6 +141,8 @@ class Gateway final : public RequestHandler {
   GatewayMetrics metrics_;
   absl::Mutex mu_;
   absl::flat_hash_set<StreamRelay*> relays_ ABSL_GUARDED_BY(mu_);
+  PerClientCounter streams_per_ip_;
+  std::unique_ptr<PerClientRate> anonymous_rate_;  // null: unlimited
   bool streams_cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -11,7 +11,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
-
 #include <cerrno>
 #include <chrono>
 #include <optional>
@@ -21,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/client_limits.h"
 #include "gateway/http_request_parser.h"
 #include "spdlog/spdlog.h"
 
@@ -83,12 +83,17 @@ ssize_t SendNow(int fd, iovec* iov, size_t count) {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, Strand strand, RequestHandler* handler,
-          const HttpServerOptions& options)
+          const HttpServerOptions& options, std::string peer_ip, PerClientCounter* connections)
       : strand_(std::move(strand)),
         stream_(std::move(socket)),
         handler_(handler),
         options_(options),
+        peer_ip_(std::move(peer_ip)),
+        connections_(connections),
         heartbeat_timer_(strand_) {}
+  ~Session() { connections_->Release(peer_ip_); }
+
+  const std::string& peer_ip() const { return peer_ip_; }
 
   void Run() {
     net::dispatch(strand_, [self = shared_from_this()] { self->ReadHeader(); });
@@ -153,8 +158,7 @@ class Session : public std::enable_shared_from_this<Session> {
     OnStrand([self] { self->AfterResponse(true); });
   }
 
-  void StartStream(HttpStreamHeader header, absl::Duration heartbeat_every,
-                   std::string heartbeat) {
+  void StartStream(HttpStreamHeader header, absl::Duration heartbeat_every, std::string heartbeat) {
     header.chunked(true);
     header.keep_alive(false);
     http::fields::writer writer(header, header.version(), header.result_int());
@@ -277,21 +281,21 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (inflight_.empty()) return Close();  // ending_, and everything was written
-    net::async_write(stream_, net::buffer(inflight_),
-                     net::bind_executor(strand_, [self = shared_from_this()](
-                                                     beast::error_code ec, size_t) {
-                       self->inflight_.clear();
-                       Dones dones;
-                       dones.ok = !ec;
-                       dones.fns.swap(self->inflight_dones_);
-                       RunDones(&dones);
-                       if (ec) return self->ClientGone();
-                       {
-                         absl::MutexLock lock(&self->mu_);
-                         self->last_write_ = std::chrono::steady_clock::now();
-                       }
-                       self->AsyncFlush();
-                     }));
+    net::async_write(
+        stream_, net::buffer(inflight_),
+        net::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t) {
+          self->inflight_.clear();
+          Dones dones;
+          dones.ok = !ec;
+          dones.fns.swap(self->inflight_dones_);
+          RunDones(&dones);
+          if (ec) return self->ClientGone();
+          {
+            absl::MutexLock lock(&self->mu_);
+            self->last_write_ = std::chrono::steady_clock::now();
+          }
+          self->AsyncFlush();
+        }));
   }
 
   // On the strand, once a unary response was written (or failed).
@@ -304,12 +308,30 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     parser_.emplace();
     parser_->body_limit(options_.max_body_bytes);
-    stream_.expires_after(ToChrono(options_.idle_timeout));
-    http::async_read_header(stream_, buffer_, *parser_,
-                            net::bind_executor(strand_, [self = shared_from_this()](
-                                                            beast::error_code ec, size_t) {
-                              self->OnHeader(ec);
-                            }));
+    if (buffer_.size() == 0) {
+      // Idle until the request's first byte (up to idle_timeout), then the header section
+      // must be complete within header_timeout.
+      stream_.expires_after(ToChrono(options_.idle_timeout));
+      const size_t room = std::min<size_t>(4096, buffer_.max_size() - buffer_.size());
+      stream_.async_read_some(
+          buffer_.prepare(room),
+          net::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t n) {
+            if (ec) return self->OnReadError(ec);
+            self->buffer_.commit(n);
+            self->ReadHeaderRest();
+          }));
+      return;
+    }
+    ReadHeaderRest();
+  }
+
+  void ReadHeaderRest() {
+    stream_.expires_after(ToChrono(options_.header_timeout));
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        net::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t) {
+          self->OnHeader(ec);
+        }));
   }
 
   void OnHeader(beast::error_code ec) {
@@ -319,7 +341,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto& req = parser_->get();
     if (beast::iequals(req[http::field::expect], "100-continue")) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
-                                                                    req.version());
+                                                                     req.version());
       http::async_write(stream_, *cont,
                         net::bind_executor(strand_, [self = shared_from_this(), cont](
                                                         beast::error_code ec, size_t) {
@@ -332,12 +354,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadBody() {
-    http::async_read(stream_, buffer_, *parser_,
-                     net::bind_executor(strand_, [self = shared_from_this()](
-                                                     beast::error_code ec, size_t) {
-                       if (ec) return self->OnReadError(ec);
-                       self->HandleRequest();
-                     }));
+    http::async_read(
+        stream_, buffer_, *parser_,
+        net::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (ec) return self->OnReadError(ec);
+          self->HandleRequest();
+        }));
   }
 
   void OnReadError(beast::error_code ec) {
@@ -356,21 +378,20 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == http::error::buffer_overflow) {  // kMaxBufferedBytes without a complete line
       // After the last chunk ("0" CRLF) only trailer fields follow.
-      absl::string_view unparsed(static_cast<const char*>(buffer_.data().data()),
-                                 buffer_.size());
+      absl::string_view unparsed(static_cast<const char*>(buffer_.data().data()), buffer_.size());
       absl::ConsumePrefix(&unparsed, "\r\n");  // the end of the chunk before it
       if (parser_->header_done() &&
           (absl::StartsWith(unparsed, "0\r\n") || absl::StartsWith(unparsed, "0;"))) {
-        return Reject(431, absl::StrCat("request trailers over the limit of ",
-                                        kHeaderLimitBytes, " bytes"));
+        return Reject(
+            431, absl::StrCat("request trailers over the limit of ", kHeaderLimitBytes, " bytes"));
       }
       return Reject(400, absl::StrCat("request header section and trailers over the limit of ",
                                       kHeaderLimitBytes, " bytes (or a chunk line over ",
                                       kMaxBufferedBytes, " bytes)"));
     }
     if (ec == http::error::body_limit) {
-      return Reject(413, absl::StrCat("request body over the limit of ", options_.max_body_bytes,
-                                      " bytes"));
+      return Reject(
+          413, absl::StrCat("request body over the limit of ", options_.max_body_bytes, " bytes"));
     }
     const bool parse_error =
         &ec.category() == &http::make_error_code(http::error::bad_target).category();
@@ -463,6 +484,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_{kMaxBufferedBytes};
   RequestHandler* handler_;
   const HttpServerOptions& options_;
+  const std::string peer_ip_;
+  PerClientCounter* const connections_;
   // Strand only.
   std::optional<RequestParser> parser_;
   // Set on the strand before the handler sees the request; read by Respond() on the thread
@@ -497,6 +520,8 @@ HttpExchange::HttpExchange(std::shared_ptr<Session> session, HttpRequest request
 
 void HttpExchange::Respond(HttpResponse response) { session_->Respond(std::move(response)); }
 
+const std::string& HttpExchange::peer_ip() const { return session_->peer_ip(); }
+
 void HttpExchange::StartStream(HttpStreamHeader header, absl::Duration heartbeat_every,
                                std::string heartbeat) {
   session_->StartStream(std::move(header), heartbeat_every, std::move(heartbeat));
@@ -520,8 +545,30 @@ struct HttpServer::Impl {
   std::vector<std::thread> threads;
   int port = 0;
   bool stopped = false;
+  PerClientCounter connections;
+  absl::Time last_refusal_log = absl::InfinitePast();  // the acceptor's strand only
 
   explicit Impl(const HttpServerOptions& o) : options(o), io(o.threads) {}
+
+  // Answers a connection over the per-address cap with a 429 and closes it.
+  void RefuseOverCap(tcp::socket& socket, const std::string& ip) {
+    static constexpr char kBody[] =
+        R"({"code":8,"message":"too many connections from this address","details":[]})";
+    const std::string response = absl::StrCat(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: ",
+        sizeof(kBody) - 1, "\r\n\r\n", kBody);
+    beast::error_code ignored;
+    socket.non_blocking(true, ignored);
+    net::write(socket, net::buffer(response), ignored);
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+    if (absl::Now() - last_refusal_log > absl::Seconds(10)) {
+      last_refusal_log = absl::Now();
+      spdlog::warn("refusing connections from {}: it holds {} (--max_connections_per_ip)", ip,
+                   options.max_connections_per_ip);
+    }
+  }
 
   void Accept() {
     // The socket's executor and the session's strand are one strand: beast's own timeout
@@ -535,7 +582,15 @@ struct HttpServer::Impl {
       } else {
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<Session>(std::move(socket), strand, handler, options)->Run();
+        tcp::endpoint peer = socket.remote_endpoint(ignored);
+        std::string ip = ignored ? std::string("unknown") : peer.address().to_string();
+        if (!connections.TryAcquire(ip, options.max_connections_per_ip)) {
+          RefuseOverCap(socket, ip);
+        } else {
+          std::make_shared<Session>(std::move(socket), strand, handler, options, std::move(ip),
+                                    &connections)
+              ->Run();
+        }
       }
       Accept();
     });
@@ -558,8 +613,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   if (!ec) impl->acceptor.bind(endpoint, ec);
   if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.host, ":",
-                                               options.port, ": ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.host, ":", options.port, ": ", ec.message()));
   }
   impl->port = impl->acceptor.local_endpoint().port();
   impl->Accept();

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <boost/beast/http.hpp>
-
 #include <functional>
 #include <memory>
 #include <string>
@@ -41,6 +40,8 @@ class HttpExchange {
   HttpExchange(std::shared_ptr<Session> session, HttpRequest request);
 
   const HttpRequest& request() const { return request_; }
+  // The address of the connection's peer ("127.0.0.1", "::1").
+  const std::string& peer_ip() const;
   HttpRequest& mutable_request() { return request_; }
   // When the request's last byte was read.
   absl::Time received_at() const { return received_at_; }
@@ -91,6 +92,12 @@ struct HttpServerOptions {
   uint64_t max_body_bytes = 1 << 20;
   // A keep-alive connection idle this long between requests is closed.
   absl::Duration idle_timeout = absl::Seconds(60);
+  // Once a request's first byte arrived, its header section must be complete within this
+  // (a client trickling headers to hold a connection — slowloris — is closed).
+  absl::Duration header_timeout = absl::Seconds(10);
+  // Connections one client address may hold at once; more are answered 429 and closed
+  // (0: unlimited).
+  int max_connections_per_ip = 256;
 };
 
 class HttpServer {

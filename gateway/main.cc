@@ -17,11 +17,16 @@
 #include "common/logging.h"
 #include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
+#include "common/tls_credentials.h"
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HTTP listen address host:port");
+ABSL_FLAG(std::string, scheduler_tls_ca, "",
+          "PEM CA to verify the scheduler's TLS certificate (empty with no cert: plaintext)");
+ABSL_FLAG(std::string, scheduler_tls_cert, "", "PEM client certificate for the scheduler (mTLS)");
+ABSL_FLAG(std::string, scheduler_tls_key, "", "PEM private key of --scheduler_tls_cert");
 ABSL_FLAG(std::string, scheduler, "127.0.0.1:50051",
           "the scheduler's gRPC address host:port, or a comma-separated list of replicas "
           "(literal IP:PORT); calls are balanced over them and skip one that is down");
@@ -38,6 +43,20 @@ ABSL_FLAG(std::string, cors_allowed_origins, "",
 ABSL_FLAG(int64_t, sse_heartbeat_ms, 15000, "comment heartbeat interval on idle event streams");
 ABSL_FLAG(int64_t, idle_timeout_ms, 60000, "idle keep-alive connections are closed after this");
 ABSL_FLAG(bool, access_log, false, "log every request (otherwise only 5xx)");
+ABSL_FLAG(int64_t, header_timeout_ms, 10000,
+          "once a request's first byte arrived, its headers must be complete within this "
+          "(slow clients holding connections are closed)");
+ABSL_FLAG(int, max_connections_per_ip, 256,
+          "connections one client address may hold; more are answered 429 (0: unlimited)");
+ABSL_FLAG(int, max_streams_per_ip, 32,
+          "event streams one client address may hold open; more are 429 (0: unlimited)");
+ABSL_FLAG(double, anonymous_requests_per_minute, 60,
+          "requests without a credential that change state (POST, DELETE), per client address "
+          "and minute; more are 429 with Retry-After (0: unlimited)");
+ABSL_FLAG(double, anonymous_burst, 20, "burst allowed above --anonymous_requests_per_minute");
+ABSL_FLAG(std::string, trusted_proxies, "",
+          "addresses or networks (CIDR) of proxies whose X-Forwarded-For names the client "
+          "(e.g. the load balancer); empty: the peer is the client");
 ABSL_FLAG(std::string, allowed_hosts, "localhost,127.0.0.1,[::1]",
           "comma-separated Host values served (name or name:port, *.domain for subdomains, "
           "* for any); other Hosts get 400 (DNS rebinding). Set it to the names clients use");
@@ -47,9 +66,26 @@ namespace {
 // Every flag may come from the environment as AIJOBS_GATEWAY_<FLAG> (e.g.
 // AIJOBS_GATEWAY_LISTEN); the command line wins over the environment.
 bool ApplyEnvironment() {
-  for (const char* name : {"listen", "scheduler", "threads", "max_body_bytes",
-                           "default_deadline_ms", "lenient_json", "cors_allowed_origins",
-                           "sse_heartbeat_ms", "idle_timeout_ms", "access_log"}) {
+  for (const char* name : {"listen",
+                           "scheduler",
+                           "threads",
+                           "max_body_bytes",
+                           "default_deadline_ms",
+                           "lenient_json",
+                           "cors_allowed_origins",
+                           "sse_heartbeat_ms",
+                           "idle_timeout_ms",
+                           "access_log",
+                           "allowed_hosts",
+                           "header_timeout_ms",
+                           "max_connections_per_ip",
+                           "max_streams_per_ip",
+                           "anonymous_requests_per_minute",
+                           "anonymous_burst",
+                           "trusted_proxies",
+                           "scheduler_tls_ca",
+                           "scheduler_tls_cert",
+                           "scheduler_tls_key"}) {
     std::string env = "AIJOBS_GATEWAY_" + absl::AsciiStrToUpper(name);
     const char* value = std::getenv(env.c_str());
     if (value == nullptr) continue;
@@ -105,8 +141,8 @@ int main(int argc, char** argv) {
   gw::GatewayOptions options;
   options.default_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
   options.lenient_json = absl::GetFlag(FLAGS_lenient_json);
-  for (absl::string_view o : absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',',
-                                            absl::SkipWhitespace())) {
+  for (absl::string_view o :
+       absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',', absl::SkipWhitespace())) {
     options.cors_allowed_origins.emplace_back(absl::StripAsciiWhitespace(o));
   }
   options.sse_heartbeat = absl::Milliseconds(absl::GetFlag(FLAGS_sse_heartbeat_ms));
@@ -116,6 +152,15 @@ int main(int argc, char** argv) {
        absl::StrSplit(absl::GetFlag(FLAGS_allowed_hosts), ',', absl::SkipWhitespace())) {
     options.allowed_hosts.emplace_back(absl::StripAsciiWhitespace(h));
   }
+  auto proxies = gw::TrustedProxies::Parse(absl::GetFlag(FLAGS_trusted_proxies));
+  if (!proxies.ok()) {
+    std::cerr << "aijobs-gateway: --trusted_proxies: " << proxies.status().message() << "\n";
+    return 2;
+  }
+  options.trusted_proxies = *std::move(proxies);
+  options.max_streams_per_ip = absl::GetFlag(FLAGS_max_streams_per_ip);
+  options.anonymous_requests_per_minute = absl::GetFlag(FLAGS_anonymous_requests_per_minute);
+  options.anonymous_burst = absl::GetFlag(FLAGS_anonymous_burst);
   if (options.allowed_hosts.empty()) {
     std::cerr << "aijobs-gateway: --allowed_hosts is empty: no request could be served; "
                  "use * to serve any Host\n";
@@ -132,7 +177,14 @@ int main(int argc, char** argv) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   aijobs::SetFailoverChannelArgs(&args);
-  auto channel = grpc::CreateCustomChannel(*target, grpc::InsecureChannelCredentials(), args);
+  auto creds = aijobs::ClientTlsCredentials({absl::GetFlag(FLAGS_scheduler_tls_ca),
+                                             absl::GetFlag(FLAGS_scheduler_tls_cert),
+                                             absl::GetFlag(FLAGS_scheduler_tls_key)});
+  if (!creds.ok()) {
+    std::cerr << "aijobs-gateway: " << creds.status().message() << "\n";
+    return 2;
+  }
+  auto channel = grpc::CreateCustomChannel(*target, *creds, args);
   absl::StatusOr<std::unique_ptr<gw::Gateway>> gateway = gw::Gateway::Create(options, channel);
   if (!gateway.ok()) {
     std::cerr << "aijobs-gateway: " << gateway.status().message() << "\n";
@@ -144,6 +196,8 @@ int main(int argc, char** argv) {
   http_options.threads = absl::GetFlag(FLAGS_threads);
   http_options.max_body_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_body_bytes));
   http_options.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
+  http_options.header_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_header_timeout_ms));
+  http_options.max_connections_per_ip = absl::GetFlag(FLAGS_max_connections_per_ip);
   absl::StatusOr<std::unique_ptr<gw::HttpServer>> server =
       gw::HttpServer::Start(http_options, gateway->get());
   if (!server.ok()) {

@@ -33,20 +33,39 @@ bool IsKeyId(const std::string& id) {
 
 }  // namespace
 
-absl::StatusOr<Identity> AdminServiceImpl::Admin(const grpc::CallbackServerContext& ctx) const {
-  auto who = deps_.auth->Authenticate(ctx.client_metadata());
-  if (!who.ok()) return who.status();
-  if (who->anonymous()) return absl::UnauthenticatedError("AdminService needs a credential");
-  if (who->worker() || !who->admin()) {
-    return absl::PermissionDeniedError("AdminService needs the admin role");
+absl::StatusOr<Identity> AdminServiceImpl::Admin(const grpc::CallbackServerContext& ctx,
+                                                 const char* method) const {
+  absl::StatusOr<Identity> who = deps_.auth->AuthenticateCall(ctx);
+  if (who.ok() && who->anonymous()) {
+    who = absl::UnauthenticatedError("AdminService needs a credential");
+  } else if (who.ok() && (who->worker() || !who->admin())) {
+    who = absl::PermissionDeniedError("AdminService needs the admin role");
+  }
+  if (!who.ok() && deps_.audit != nullptr) {
+    AuditEntry e = NewAuditEntry(ctx, "auth_refused", deps_.auth->options().default_tenant, "");
+    e.target = absl::StrCat("AdminService.", method);
+    e.code = absl::StatusCodeToString(who.status().code());
+    e.message = std::string(who.status().message());
+    deps_.audit->Record(std::move(e));
   }
   return who;
+}
+
+void AdminServiceImpl::Audit(const grpc::CallbackServerContext& ctx, const Identity& admin,
+                             const char* action, const std::string& key_id,
+                             const absl::Status& result) const {
+  if (deps_.audit == nullptr) return;
+  AuditEntry e = NewAuditEntry(ctx, action, admin.tenant_id, admin.subject);
+  e.target = key_id;
+  e.code = absl::StatusCodeToString(result.code());
+  if (!result.ok()) e.message = std::string(result.message());
+  deps_.audit->Record(std::move(e));
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateApiKey(grpc::CallbackServerContext* ctx,
                                                          const v1::CreateApiKeyRequest* request,
                                                          v1::CreateApiKeyResponse* response) {
-  auto admin = Admin(*ctx);
+  auto admin = Admin(*ctx, "CreateApiKey");
   if (!admin.ok()) return FinishNow(ctx, admin.status());
   if (absl::Status s = ValidateCreateApiKey(*request); !s.ok()) return FinishNow(ctx, s);
   if (!request->tenant_id().empty() && request->tenant_id() != admin->tenant_id) {
@@ -65,21 +84,24 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateApiKey(grpc::CallbackServerCon
   rec.created_by = admin->subject;
   rec.created_at = absl::Now();
   if (request->has_ttl()) rec.expires_at = absl::Now() + FromProtoDuration(request->ttl());
-  return RunOnExecutor(ctx, deps_.executor, [this, rec, response, text = key.text] {
-    if (absl::Status s = deps_.keys->CreateApiKey(rec); !s.ok()) return s;
-    (void)deps_.auth->RefreshApiKeys();  // usable here at once, elsewhere within seconds
-    spdlog::info("API key {} ({}) of tenant {} created by {}", rec.id, rec.name, rec.tenant_id,
-                 rec.created_by);
-    ToProto(rec, response->mutable_api_key());
-    response->set_key(text);
-    return absl::OkStatus();
-  });
+  return RunOnExecutor(
+      ctx, deps_.executor, [this, ctx, who = *admin, rec, response, text = key.text] {
+        absl::Status s = deps_.keys->CreateApiKey(rec);
+        Audit(*ctx, who, "apikey_create", rec.id, s);
+        if (!s.ok()) return s;
+        (void)deps_.auth->RefreshApiKeys();  // usable here at once, elsewhere within seconds
+        spdlog::info("API key {} ({}) of tenant {} created by {}", rec.id, rec.name, rec.tenant_id,
+                     rec.created_by);
+        ToProto(rec, response->mutable_api_key());
+        response->set_key(text);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListApiKeys(grpc::CallbackServerContext* ctx,
                                                         const v1::ListApiKeysRequest* request,
                                                         v1::ListApiKeysResponse* response) {
-  auto admin = Admin(*ctx);
+  auto admin = Admin(*ctx, "ListApiKeys");
   if (!admin.ok()) return FinishNow(ctx, admin.status());
   return RunOnExecutor(
       ctx, deps_.executor,
@@ -94,22 +116,61 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListApiKeys(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::RevokeApiKey(grpc::CallbackServerContext* ctx,
                                                          const v1::RevokeApiKeyRequest* request,
                                                          v1::ApiKey* response) {
-  auto admin = Admin(*ctx);
+  auto admin = Admin(*ctx, "RevokeApiKey");
   if (!admin.ok()) return FinishNow(ctx, admin.status());
   if (!IsKeyId(request->id())) {
     return FinishNow(ctx, absl::InvalidArgumentError(
                               "id must be the 16 hex digits after aij_ (see apikey list)"));
   }
-  return RunOnExecutor(
-      ctx, deps_.executor,
-      [this, tenant = admin->tenant_id, by = admin->subject, id = request->id(), response] {
-        auto key = deps_.keys->RevokeApiKey(tenant, id);
-        if (!key.ok()) return key.status();
-        (void)deps_.auth->RefreshApiKeys();
-        spdlog::info("API key {} ({}) of tenant {} revoked by {}", key->id, key->name, tenant, by);
-        ToProto(*key, response);
-        return absl::OkStatus();
-      });
+  return RunOnExecutor(ctx, deps_.executor,
+                       [this, ctx, who = *admin, tenant = admin->tenant_id, by = admin->subject,
+                        id = request->id(), response] {
+                         auto key = deps_.keys->RevokeApiKey(tenant, id);
+                         Audit(*ctx, who, "apikey_revoke", id, key.status());
+                         if (!key.ok()) return key.status();
+                         (void)deps_.auth->RefreshApiKeys();
+                         spdlog::info("API key {} ({}) of tenant {} revoked by {}", key->id,
+                                      key->name, tenant, by);
+                         ToProto(*key, response);
+                         return absl::OkStatus();
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListAuditEvents(
+    grpc::CallbackServerContext* ctx, const v1::ListAuditEventsRequest* request,
+    v1::ListAuditEventsResponse* response) {
+  auto admin = Admin(*ctx, "ListAuditEvents");
+  if (!admin.ok()) return FinishNow(ctx, admin.status());
+  if (request->page_size() < 0 || request->page_size() > 1000) {
+    return FinishNow(ctx, absl::InvalidArgumentError("page_size must be between 0 and 1000"));
+  }
+  if (deps_.audit_store == nullptr) {
+    return FinishNow(ctx, absl::UnimplementedError("this scheduler keeps no audit log"));
+  }
+  AuditQuery q;
+  q.tenant_id = admin->tenant_id;
+  if (request->has_since()) q.since = FromProtoTimestamp(request->since());
+  q.subject = request->subject();
+  q.limit = request->page_size() == 0 ? 100 : request->page_size();
+  return RunOnExecutor(ctx, deps_.executor, [this, q, response] {
+    auto entries = deps_.audit_store->ListAudit(q);
+    if (!entries.ok()) return entries.status();
+    for (const AuditEntry& e : *entries) {
+      v1::AuditEvent* out = response->add_events();
+      *out->mutable_time() = ToProtoTimestamp(e.time);
+      out->set_tenant_id(e.tenant_id);
+      out->set_subject(e.subject);
+      out->set_peer(e.peer);
+      out->set_action(e.action);
+      out->set_job_id(e.job_id);
+      out->set_target(e.target);
+      out->set_code(e.code);
+      out->set_message(e.message);
+      out->set_request_id(e.request_id);
+      if (e.payload) out->set_payload(*e.payload);
+    }
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace aijobs::scheduler

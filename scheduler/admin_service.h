@@ -8,6 +8,7 @@
 #include "aijobs/v1/admin_service.grpc.pb.h"
 #include "common/executor.h"
 #include "scheduler/api_key_store.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/authenticator.h"
 
 namespace aijobs::scheduler {
@@ -16,6 +17,8 @@ struct AdminServiceDeps {
   ApiKeyStore* keys;
   Authenticator* auth;
   Executor* executor;
+  AuditStore* audit_store = nullptr;  // ListAuditEvents reads it
+  AuditLog* audit = nullptr;          // key changes and refusals are recorded here
 };
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
@@ -31,10 +34,15 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* RevokeApiKey(grpc::CallbackServerContext* ctx,
                                          const v1::RevokeApiKeyRequest* request,
                                          v1::ApiKey* response) override;
+  grpc::ServerUnaryReactor* ListAuditEvents(grpc::CallbackServerContext* ctx,
+                                            const v1::ListAuditEventsRequest* request,
+                                            v1::ListAuditEventsResponse* response) override;
 
  private:
   // The admin calling, or the status to answer (UNAUTHENTICATED, PERMISSION_DENIED).
-  absl::StatusOr<Identity> Admin(const grpc::CallbackServerContext& ctx) const;
+  absl::StatusOr<Identity> Admin(const grpc::CallbackServerContext& ctx, const char* method) const;
+  void Audit(const grpc::CallbackServerContext& ctx, const Identity& admin, const char* action,
+             const std::string& key_id, const absl::Status& result) const;
 
   AdminServiceDeps deps_;
 };

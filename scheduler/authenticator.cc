@@ -92,6 +92,8 @@ std::string Identity::Describe() const {
       return absl::StrCat("API key ", key_id, " (", subject, ") of tenant ", tenant_id);
     case Kind::kToken:
       return absl::StrCat("user ", subject, " of tenant ", tenant_id);
+    case Kind::kCertificate:
+      return absl::StrCat("client certificate ", subject);
   }
   return "?";
 }
@@ -199,6 +201,25 @@ absl::Status Authenticator::RefreshApiKeys() {
 
 bool Authenticator::IsPublic(std::string_view job_type) const {
   return public_types_.contains(absl::string_view(job_type.data(), job_type.size()));
+}
+
+absl::StatusOr<Identity> Authenticator::AuthenticateCall(const grpc::ServerContextBase& ctx) const {
+  const Metadata& metadata = ctx.client_metadata();
+  if (options_.enabled && options_.certificate_workers &&
+      metadata.find("authorization") == metadata.end()) {
+    std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+    if (auth != nullptr && auth->IsPeerAuthenticated()) {
+      Identity id;
+      id.kind = Identity::Kind::kCertificate;
+      id.tenant_id = options_.default_tenant;
+      std::vector<grpc::string_ref> cn = auth->FindPropertyValues("x509_common_name");
+      id.subject = absl::StrCat(
+          "cert:", cn.empty() ? std::string("?") : std::string(cn[0].data(), cn[0].size()));
+      id.roles = {kWorkerRole};
+      return id;
+    }
+  }
+  return Authenticate(metadata);
 }
 
 absl::StatusOr<Identity> Authenticator::Authenticate(const Metadata& metadata) const {

@@ -8,6 +8,7 @@
 //   if (!who.ok()) ...  // UNAUTHENTICATED, with what was wrong
 #pragma once
 
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/string_ref.h>
 
 #include <map>
@@ -32,7 +33,7 @@ inline constexpr char kAdminRole[] = "admin";
 inline constexpr char kWorkerRole[] = "worker";
 
 struct Identity {
-  enum class Kind { kAnonymous, kToken, kApiKey, kAuthOff };
+  enum class Kind { kAnonymous, kToken, kApiKey, kCertificate, kAuthOff };
   Kind kind = Kind::kAuthOff;
   std::string tenant_id = "default";
   // The owner of its jobs: the JWT's sub, "apikey:<name>" for an API key, "" for anonymous
@@ -72,6 +73,9 @@ struct AuthOptions {
   // API keys refreshed longer ago than this are not trusted (UNAVAILABLE): a revocation
   // must not go unseen while the database is unreachable.
   absl::Duration api_keys_max_staleness = absl::Seconds(30);
+  // A caller with a TLS client certificate verified against --tls_client_ca (and no bearer
+  // credential) is a worker ("cert:<common name>", any job type).
+  bool certificate_workers = false;
 };
 
 class Authenticator {
@@ -88,7 +92,10 @@ class Authenticator {
   bool enabled() const { return options_.enabled; }
   const AuthOptions& options() const { return options_; }
 
-  // The caller of a call with `metadata`.
+  // The caller of the call on `ctx`: its bearer credential, else its verified client
+  // certificate (certificate_workers), else anonymous.
+  absl::StatusOr<Identity> AuthenticateCall(const grpc::ServerContextBase& ctx) const;
+  // The caller of a call with `metadata` (bearer credentials only).
   absl::StatusOr<Identity> Authenticate(const Metadata& metadata) const;
   // The caller presenting the `authorization` value `header` ("" = none).
   absl::StatusOr<Identity> AuthenticateHeader(std::string_view header) const;

@@ -1,5 +1,6 @@
 #include "scheduler/job_service.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "common/text.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/cache_key.h"
 #include "scheduler/unary_call.h"
 #include "spdlog/spdlog.h"
@@ -25,7 +27,7 @@ absl::StatusOr<Caller> AuthorizeJobCall(const Authenticator* auth,
                                         const grpc::CallbackServerContext& ctx, JobAccess access,
                                         const std::string& type) {
   if (auth == nullptr || !auth->enabled()) return Caller{};
-  auto who = auth->Authenticate(ctx.client_metadata());
+  auto who = auth->AuthenticateCall(ctx);
   if (!who.ok()) return who.status();
   if (who->worker()) {
     return absl::PermissionDeniedError("a worker credential cannot call JobService");
@@ -49,6 +51,54 @@ absl::StatusOr<Caller> AuthorizeJobCall(const Authenticator* auth,
     return absl::PermissionDeniedError("writing the response cache needs the admin role");
   }
   return who->AsCaller();
+}
+
+absl::StatusOr<Caller> JobServiceImpl::Authorize(const grpc::CallbackServerContext& ctx,
+                                                 const char* method, JobAccess access,
+                                                 const std::string& type) {
+  absl::StatusOr<Caller> caller = AuthorizeJobCall(deps_.auth, ctx, access, type);
+  if (!caller.ok() && deps_.audit != nullptr) {
+    AuditEntry e = NewAuditEntry(ctx, "auth_refused", deps_.auth->options().default_tenant, "");
+    e.target = absl::StrCat("JobService.", method);
+    e.code = absl::StatusCodeToString(caller.status().code());
+    e.message = std::string(caller.status().message());
+    deps_.audit->Record(std::move(e));
+  }
+  return caller;
+}
+
+void JobServiceImpl::AuditSubmit(const grpc::CallbackServerContext& ctx, const Caller& caller,
+                                 const v1::SubmitJobRequest& request,
+                                 const absl::StatusOr<SubmitOutcome>& out) {
+  if (deps_.audit == nullptr) return;
+  AuditEntry e = NewAuditEntry(ctx, "submit", caller.tenant_id, caller.subject);
+  e.target = request.type();
+  if (out.ok()) {
+    e.job_id = out->job.id();
+    e.code = "OK";
+    if (out->existing) e.message = "idempotent replay";
+  } else {
+    e.code = absl::StatusCodeToString(out.status().code());
+    e.message = Utf8Prefix(out.status().message(), 256);
+  }
+  if (deps_.audit->payloads()) {
+    std::string json;
+    if (google::protobuf::util::MessageToJsonString(request.input(), &json).ok()) {
+      e.payload = std::move(json);
+    }
+  }
+  deps_.audit->Record(std::move(e));
+}
+
+void JobServiceImpl::Audit(const grpc::CallbackServerContext& ctx, const char* action,
+                           const Caller& caller, const std::string& job_id,
+                           const absl::Status& result) {
+  if (deps_.audit == nullptr) return;
+  AuditEntry e = NewAuditEntry(ctx, action, caller.tenant_id, caller.subject);
+  e.job_id = job_id;
+  e.code = absl::StatusCodeToString(result.code());
+  if (!result.ok()) e.message = Utf8Prefix(result.message(), 256);
+  deps_.audit->Record(std::move(e));
 }
 
 namespace {
@@ -422,7 +472,7 @@ size_t JobServiceImpl::WatchCount() { return watches_->size(); }
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                     const v1::SubmitJobRequest* request,
                                                     v1::Job* job) {
-  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kSubmit, request->type());
+  auto caller = Authorize(*ctx, "SubmitJob", JobAccess::kSubmit, request->type());
   if (!caller.ok()) return FinishNow(ctx, caller.status());
   // The registry answers from memory. Its INVALID_ARGUMENT becomes validation's own message;
   // UNAVAILABLE (the types could not be loaded) is answered as such, after the input checks.
@@ -458,7 +508,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   }
   auto* reactor = ctx->DefaultReactor();
   // `request` lives until the reactor finishes.
-  auto answer = [ctx, reactor, job, request](absl::StatusOr<SubmitOutcome> out) {
+  auto answer = [this, ctx, reactor, job, request,
+                 caller = nj.caller](absl::StatusOr<SubmitOutcome> out) {
+    AuditSubmit(*ctx, caller, *request, out);
     if (!out.ok()) {
       reactor->Finish(ToClientStatus(out.status()));
       return;
@@ -507,7 +559,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
                                                  const v1::GetJobRequest* request, v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  auto authorized = Authorize(*ctx, "GetJob", JobAccess::kRead);
   if (!authorized.ok()) return FinishNow(ctx, authorized.status());
   Caller caller = *std::move(authorized);
   return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
@@ -524,7 +576,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     explicit Reject(const grpc::Status& s) { Finish(s); }
     void OnDone() override { delete this; }
   };
-  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  auto caller = Authorize(*ctx, "WatchJob", JobAccess::kRead);
   if (!caller.ok()) return new Reject(ToClientStatus(caller.status()));
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok() || request->after_seq() < 0) {
@@ -543,10 +595,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
                                                     v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRead);
+  auto authorized = Authorize(*ctx, "CancelJob", JobAccess::kRead);
   if (!authorized.ok()) return FinishNow(ctx, authorized.status());
   Caller caller = *std::move(authorized);
-  return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
+  return RunOnExecutor(ctx, deps_.executor, [this, ctx, request, job, caller] {
     const std::string& id = request->job_id();
     std::string reason = request->reason().empty() ? "cancelled by request" : request->reason();
     // A job running on one of our workers: end the attempt here first, so no delta gets a
@@ -579,6 +631,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
       // requeues it, and the caller, told UNAVAILABLE, cancels again.
       session->SendCancel(id, attempt, reason);
     }
+    Audit(*ctx, "cancel", caller, id, r.status());
     return r.status();
   });
 }
@@ -592,7 +645,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   if (!v1::JobState_IsValid(request->state())) {
     return FinishNow(ctx, absl::InvalidArgumentError("state is not a known job state"));
   }
-  auto caller = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kList);
+  auto caller = Authorize(*ctx, "ListJobs", JobAccess::kList);
   if (!caller.ok()) return FinishNow(ctx, caller.status());
   ListQuery q;
   q.caller = *std::move(caller);
@@ -615,16 +668,17 @@ grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* 
                                                    v1::Job* job) {
   absl::Status valid = ValidateJobId(request->job_id());
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kRetry);
+  auto authorized = Authorize(*ctx, "RetryJob", JobAccess::kRetry);
   if (!authorized.ok()) return FinishNow(ctx, authorized.status());
   Caller caller = *std::move(authorized);
-  return RunOnExecutor(ctx, deps_.executor, [this, request, job, caller] {
+  return RunOnExecutor(ctx, deps_.executor, [this, ctx, request, job, caller] {
     auto r = deps_.store->RetryJob(caller, request->job_id());
     if (r.ok()) {
       deps_.hub->Publish(TransitionEvent(*r));
       deps_.dispatcher->Wake();
       *job = std::move(*r);
     }
+    Audit(*ctx, "retry", caller, request->job_id(), r.status());
     return r.status();
   });
 }
@@ -634,15 +688,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::PutCachedResult(grpc::CallbackServerCo
                                                           v1::PutCachedResultResponse* response) {
   absl::Status valid = ValidatePutCachedResult(*request, deps_.limits);
   if (!valid.ok()) return FinishNow(ctx, valid);
-  auto authorized = AuthorizeJobCall(deps_.auth, *ctx, JobAccess::kPutCache);
+  auto authorized = Authorize(*ctx, "PutCachedResult", JobAccess::kPutCache);
   if (!authorized.ok()) return FinishNow(ctx, authorized.status());
   Caller caller = *std::move(authorized);
   std::string key = CacheKey(caller.tenant_id, request->type(), request->input());
   if (key.empty()) return FinishNow(ctx, absl::InternalError("computing the cache key failed"));
-  return RunOnExecutor(ctx, deps_.executor, [this, request, response, caller, key] {
+  return RunOnExecutor(ctx, deps_.executor, [this, ctx, request, response, caller, key] {
     auto expires =
         deps_.store->PutCachedResult(caller.tenant_id, key, request->type(), request->result(),
                                      FromProtoDuration(request->ttl()));
+    Audit(*ctx, "cache_put", caller, "", expires.status());
     if (!expires.ok()) return expires.status();
     response->set_key(HexString(key));
     *response->mutable_expires_at() = ToProtoTimestamp(*expires);

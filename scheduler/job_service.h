@@ -23,6 +23,7 @@
 
 #include "aijobs/v1/job_service.grpc.pb.h"
 #include "common/executor.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/authenticator.h"
 #include "scheduler/cache_adverts.h"
 #include "scheduler/dispatcher.h"
@@ -34,6 +35,9 @@
 #include "scheduler/watch_read_batcher.h"
 
 namespace aijobs::scheduler {
+
+// What a JobService call needs of its caller.
+enum class JobAccess { kSubmit, kRead, kList, kRetry, kPutCache };
 
 struct JobServiceDeps {
   JobStore* store;
@@ -50,6 +54,8 @@ struct JobServiceDeps {
   JobTypeRegistry* types;
   // Who is calling (null: every caller is the one default tenant, as with --auth=off).
   const Authenticator* auth = nullptr;
+  // Where submits, cancels, retries, cache writes and refusals are recorded (may be null).
+  AuditLog* audit = nullptr;
   // Response-cache opt-ins advertised by workers (may be null: only per-job policies).
   CacheAdvertRegistry* cache_adverts = nullptr;
   SubmitLimits limits;
@@ -88,12 +94,17 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   size_t WatchCount();
 
  private:
+  // AuthorizeJobCall, recording a refusal in the audit log.
+  absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& ctx, const char* method,
+                                   JobAccess access, const std::string& type = "");
+  void Audit(const grpc::CallbackServerContext& ctx, const char* action, const Caller& caller,
+             const std::string& job_id, const absl::Status& result);
+  void AuditSubmit(const grpc::CallbackServerContext& ctx, const Caller& caller,
+                   const v1::SubmitJobRequest& request, const absl::StatusOr<SubmitOutcome>& out);
+
   JobServiceDeps deps_;
   std::unique_ptr<WatchRegistry> watches_;
 };
-
-// What a JobService call needs of its caller.
-enum class JobAccess { kSubmit, kRead, kList, kRetry, kPutCache };
 
 // The caller of `ctx` as the store scopes it, when it may make a call needing `access` (for
 // kSubmit, of job type `type`): UNAUTHENTICATED for a missing or bad credential and for an

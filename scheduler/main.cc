@@ -64,6 +64,16 @@ ABSL_FLAG(std::string, default_tenant, "default",
           "tenant of anonymous callers and of JWTs without the tenant claim");
 ABSL_FLAG(std::vector<std::string>, public_job_types, {},
           "job types anonymous callers may submit and read (e.g. a landing-page assistant)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for TLS on --listen (empty: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA whose client certificates identify workers (mTLS: a worker presenting one "
+          "needs no token); needs --tls_cert");
+ABSL_FLAG(bool, audit_payloads, false,
+          "copy job inputs into the audit log (by default it records who did what to which job, "
+          "never prompts or answers)");
+ABSL_FLAG(int64_t, audit_retention_days, 90, "audit entries are deleted after this many days");
 ABSL_FLAG(int64_t, auth_reload_ms, 1000,
           "how often --jwt_keys is checked for changes and API keys are re-read (a revoked key "
           "stops working on every replica within this)");
@@ -119,6 +129,12 @@ int main(int argc, char** argv) {
   o.auth.default_tenant = absl::GetFlag(FLAGS_default_tenant);
   o.auth.public_job_types = absl::GetFlag(FLAGS_public_job_types);
   o.auth.reload_interval = absl::Milliseconds(absl::GetFlag(FLAGS_auth_reload_ms));
+  o.audit.payloads = absl::GetFlag(FLAGS_audit_payloads);
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls.ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.auth.certificate_workers = !o.tls.ca_file.empty();
+  o.audit.retention = absl::Hours(24 * absl::GetFlag(FLAGS_audit_retention_days));
 
   auto server = aijobs::scheduler::SchedulerServer::Start(o);
   if (!server.ok()) {

@@ -141,6 +141,25 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at DESC);
 )sql"},
+      // The audit log: append-only, deleted by age (--audit_retention_days).
+      {6, R"sql(
+CREATE TABLE audit_log (
+  id         bigserial PRIMARY KEY,
+  time       timestamptz NOT NULL,
+  tenant_id  text NOT NULL,
+  subject    text NOT NULL,          -- '' for anonymous callers
+  peer       text NOT NULL,
+  action     text NOT NULL,          -- submit, cancel, retry, cache_put, apikey_*, auth_refused
+  job_id     uuid,
+  target     text NOT NULL,          -- an API key id, an RPC method
+  code       text NOT NULL,          -- the answer's status code
+  message    text NOT NULL,
+  request_id text NOT NULL,
+  payload    text                    -- with --audit_payloads only
+);
+CREATE INDEX audit_log_tenant_time ON audit_log (tenant_id, time DESC);
+CREATE INDEX audit_log_time ON audit_log (time);
+)sql"},
   };
   return *migrations;
 }

@@ -20,6 +20,7 @@
 #include "scheduler/job_type_registry.h"
 #include "scheduler/migrations.h"
 #include "scheduler/pg_api_key_store.h"
+#include "scheduler/pg_audit_store.h"
 #include "scheduler/pg_job_store.h"
 #include "scheduler/submit_batcher.h"
 #include "scheduler/worker_service.h"
@@ -34,6 +35,8 @@ struct SchedulerServer::Impl {
   std::unique_ptr<pg::Pool> relaxed_pool;
   std::unique_ptr<PgJobStore> store;
   std::unique_ptr<PgApiKeyStore> api_keys;
+  std::unique_ptr<PgAuditStore> audit_store;
+  std::unique_ptr<AuditLog> audit;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
@@ -135,6 +138,11 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
         "no --jwt_keys: only API keys are accepted, and they are created by an admin "
         "(a token signed by a --jwt_keys key with the admin role)");
   }
+  // Audit entries are written apart from the calls they record, without waiting for the WAL
+  // flush: a database crash may lose the last moments of the log, never a job.
+  // With --auth=off there is nobody to record (every caller is the same anonymous one).
+  impl->audit_store = std::make_unique<PgAuditStore>(impl->relaxed_pool.get());
+  if (o.auth.enabled) impl->audit = std::make_unique<AuditLog>(impl->audit_store.get(), o.audit);
   impl->hub = std::make_unique<EventHub>();
   // Unary calls and watch replays run in separate bounded lanes: a full lane answers
   // RESOURCE_EXHAUSTED rather than queueing without limit, and watches cannot delay submits.
@@ -189,6 +197,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   jdeps.watch_reads = impl->watch_reads.get();
   jdeps.types = impl->types.get();
   jdeps.auth = impl->auth.get();
+  jdeps.audit = impl->audit.get();
   jdeps.cache_adverts = impl->cache_adverts.get();
   jdeps.limits.max_input_bytes = o.max_input_bytes;
   jdeps.default_queue_timeout = o.default_queue_timeout;
@@ -203,18 +212,22 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   wdeps.executor = impl->executor.get();
   wdeps.types = impl->types.get();
   wdeps.auth = impl->auth.get();
+  wdeps.audit = impl->audit.get();
   wdeps.cache_adverts = impl->cache_adverts.get();
   wdeps.replica_id = o.replica_id;
   wdeps.retry = RetryPolicy{o.retry_base, o.retry_max};
   wdeps.heartbeat_interval = o.heartbeat_interval;
   impl->worker_service = std::make_unique<WorkerServiceImpl>(wdeps);
   impl->admin_service = std::make_unique<AdminServiceImpl>(
-      AdminServiceDeps{impl->api_keys.get(), impl->auth.get(), impl->executor.get()});
+      AdminServiceDeps{impl->api_keys.get(), impl->auth.get(), impl->executor.get(),
+                       impl->audit_store.get(), impl->audit.get()});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &impl->port);
+  auto server_creds = ServerTlsCredentials(o.tls);
+  if (!server_creds.ok()) return server_creds.status();
+  builder.AddListeningPort(o.listen, *server_creds, &impl->port);
   builder.RegisterService(impl->job_service.get());
   builder.RegisterService(impl->worker_service.get());
   builder.RegisterService(impl->admin_service.get());
@@ -231,8 +244,11 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   if (!impl->server || impl->port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen));
   }
-  spdlog::info("scheduler {} serving on port {} (schema v{})", o.replica_id, impl->port,
-               LatestSchemaVersion());
+  spdlog::info("scheduler {} serving on port {} (schema v{}, {})", o.replica_id, impl->port,
+               LatestSchemaVersion(),
+               o.tls.cert_file.empty() ? "plaintext"
+               : o.tls.ca_file.empty() ? "TLS"
+                                       : "TLS, worker client certificates");
   return std::unique_ptr<SchedulerServer>(new SchedulerServer(std::move(impl)));
 }
 
@@ -263,6 +279,7 @@ void SchedulerServer::Shutdown(absl::Duration grace) {
   i.finisher->Stop();
   i.housekeeping->FlushDeltas();
   i.housekeeping->Stop();
+  if (i.audit) i.audit->Stop();
   spdlog::info("scheduler stopped");
 }
 

@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls_credentials.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/authenticator.h"
 
 namespace aijobs::scheduler {
@@ -50,6 +52,10 @@ struct SchedulerOptions {
   // Who may call (see Authenticator). Off: every caller is the default tenant and may do
   // everything, and anyone may connect as a worker (local development only).
   AuthOptions auth;
+  AuditOptions audit;
+  // TLS on the gRPC port (cert and key; empty: plaintext), and the CA whose client
+  // certificates identify workers (mTLS; empty: none requested).
+  TlsFiles tls;
 };
 
 class SchedulerServer {

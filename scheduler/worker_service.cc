@@ -11,6 +11,7 @@
 #include "common/text.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/cache_adverts.h"
 #include "scheduler/job_type_registry.h"
 #include "scheduler/validation.h"
@@ -328,6 +329,14 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     absl::StatusOr<Identity> who = AuthorizeWorker(hello);
     if (!who.ok()) {
       spdlog::warn("worker stream from {} refused: {}", context_->peer(), who.status().ToString());
+      if (deps_.audit != nullptr) {
+        AuditEntry e =
+            NewAuditEntry(*context_, "auth_refused", deps_.auth->options().default_tenant, "");
+        e.target = "WorkerService.Connect";
+        e.code = absl::StatusCodeToString(who.status().code());
+        e.message = std::string(who.status().message());
+        deps_.audit->Record(std::move(e));
+      }
       FinishOnce(ToGrpcStatus(who.status()));
       return false;
     }
@@ -371,7 +380,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
   // The worker credential of this stream, if it may serve every type of `hello`.
   absl::StatusOr<Identity> AuthorizeWorker(const v1::WorkerHello& hello) const {
     if (deps_.auth == nullptr || !deps_.auth->enabled()) return Identity{};
-    auto who = deps_.auth->Authenticate(context_->client_metadata());
+    auto who = deps_.auth->AuthenticateCall(*context_);
     if (!who.ok()) return who.status();
     if (who->anonymous()) {
       return absl::UnauthenticatedError("WorkerService.Connect needs a worker credential");

@@ -14,6 +14,7 @@
 #include "aijobs/v1/worker_service.grpc.pb.h"
 #include "common/executor.h"
 #include "scheduler/attempt_finisher.h"
+#include "scheduler/audit_log.h"
 #include "scheduler/authenticator.h"
 #include "scheduler/dispatcher.h"
 #include "scheduler/event_hub.h"
@@ -34,6 +35,8 @@ struct WorkerServiceDeps {
   JobTypeRegistry* types;
   // Who is connecting (null: anyone may, as with --auth=off).
   const Authenticator* auth = nullptr;
+  // Refused streams are recorded here (may be null).
+  AuditLog* audit = nullptr;
   // Receives the response-cache adverts of every hello (may be null).
   CacheAdvertRegistry* cache_adverts = nullptr;
   std::string replica_id;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -200,6 +201,7 @@ class AuthE2eTest : public E2eTest {
 
   std::string dir_;
   std::string keys_path_;
+  int gateway_port_for_tls_ = 0;
   TestKeyPair rsa_, ec_;
 };
 
@@ -355,8 +357,8 @@ TEST_F(AuthE2eTest, WorkerAndClientCredentialsAreSeparate) {
   ASSERT_NE(client, nullptr);
   ASSERT_NE(narrow, nullptr);
   for (const char* why : {"WorkerService.Connect needs a worker credential",
-                                  "a client credential cannot open WorkerService.Connect",
-                                  "may not serve job type \"chat\""}) {
+                          "a client credential cannot open WorkerService.Connect",
+                          "may not serve job type \"chat\""}) {
     EXPECT_TRUE(WaitFor([&] { return absl::StrContains(scheduler()->ReadStdout(), why); },
                         absl::Seconds(15)))
         << why << "\n"
@@ -562,6 +564,190 @@ TEST_F(AuthE2eTest, GatewayAnswers401WithTheReasonAnd404AcrossTenants) {
   HttpResult refused =
       HttpCall("GET", base + "/v1/admin/api-keys", "", {{"Authorization", "Bearer " + alice}});
   EXPECT_EQ(refused.status, 403) << refused.body;
+}
+
+// The audit log records who did what to which job, and every refused authentication, without
+// prompts unless --audit_payloads; aijobsctl audit lists it for a tenant's admin.
+TEST_F(AuthE2eTest, AuditTrail) {
+  ASSERT_NO_FATAL_FAILURE(StartAuthedCluster());
+  const std::string alice = Hs256(Who("alice", "t1"));
+  const std::string admin = Hs256(Who("ops", "t1", {"admin"}));
+  const std::string default_admin = Hs256(Who("root", "", {"admin"}));
+  Job job;
+  v1::SubmitJobRequest req =
+      ChatRequest("a private prompt", R"({"tokens": 200, "tokens_per_s": 20})");
+  ASSERT_TRUE(SubmitAs(alice, req, &job).ok());
+  ASSERT_TRUE(CancelAs(alice, job.id()).ok());
+  ASSERT_TRUE(RetryAs(alice, job.id()).ok());
+  Claims old = Who("alice", "t1");
+  old.ttl = -absl::Minutes(5);
+  const std::string expired = Hs256(old);
+  Job refused;
+  EXPECT_FALSE(SubmitAs(expired, ChatRequest("x"), &refused).ok());
+
+  auto audit = [&](const std::string& token, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--server", scheduler_address(), "--token", token, "audit"});
+    auto r = RunCommand(BinPath("aijobsctl"), args, absl::Seconds(30));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CommandResult{};
+  };
+  CommandResult t1;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        t1 = audit(admin, {"--json"});
+        return absl::StrContains(t1.out, "\"retry\"");
+      },
+      absl::Seconds(10), absl::Milliseconds(200)))
+      << t1.out << t1.err;
+  v1::ListAuditEventsResponse events;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(t1.out, &events).ok()) << t1.out;
+  std::map<std::string, v1::AuditEvent> by_action;
+  for (const auto& e : events.events()) by_action[e.action()] = e;
+  for (const char* action : {"submit", "cancel", "retry"}) {
+    ASSERT_TRUE(by_action.count(action)) << action << " missing:\n" << t1.out;
+    const v1::AuditEvent& e = by_action[action];
+    EXPECT_EQ(e.tenant_id(), "t1");
+    EXPECT_EQ(e.subject(), "alice");
+    EXPECT_EQ(e.job_id(), job.id());
+    EXPECT_EQ(e.code(), "OK");
+    EXPECT_TRUE(absl::StartsWith(e.peer(), "ipv4:127.0.0.1:")) << e.peer();
+    EXPECT_TRUE(e.payload().empty());
+  }
+  EXPECT_EQ(by_action["submit"].target(), "chat");
+  EXPECT_FALSE(absl::StrContains(t1.out, "a private prompt")) << "prompts are not audited";
+  // The refused call's tenant is not known: it is in the default tenant's log, not t1's.
+  EXPECT_FALSE(by_action.count("auth_refused"));
+  CommandResult defaults = audit(default_admin, {"--json", "--since", "1h"});
+  EXPECT_TRUE(absl::StrContains(defaults.out, "\"auth_refused\"")) << defaults.out;
+  EXPECT_TRUE(absl::StrContains(defaults.out, "JobService.SubmitJob")) << defaults.out;
+  EXPECT_TRUE(absl::StrContains(defaults.out, "token expired")) << defaults.out;
+  EXPECT_FALSE(absl::StrContains(defaults.out, expired)) << "a credential is in the audit log";
+  // Filters, and only admins.
+  EXPECT_EQ(audit(admin, {"--subject", "nobody", "--json"}).out.find("alice"), std::string::npos);
+  CommandResult denied = audit(alice, {});
+  EXPECT_NE(denied.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(denied.err, "PERMISSION_DENIED")) << denied.err;
+
+  // With --audit_payloads the input is kept.
+  std::vector<std::string> flags = AuthFlags();
+  flags.push_back("--audit_payloads");
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(flags));
+  ASSERT_TRUE(SubmitAs(alice, ChatRequest("kept for the auditors"), &job).ok());
+  CommandResult with_payloads;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        with_payloads = audit(admin, {"--json", "--subject", "alice"});
+        return absl::StrContains(with_payloads.out, "kept for the auditors");
+      },
+      absl::Seconds(10), absl::Milliseconds(200)))
+      << with_payloads.out;
+}
+
+// TLS on the scheduler's port, and workers identified by a client certificate (mTLS). The
+// certificates are made with openssl at run time.
+TEST_F(AuthE2eTest, TlsAndWorkerClientCertificates) {
+  const std::string d = dir_;
+  auto sh = [](const std::string& script) {
+    auto r = RunCommand("/bin/sh", {"-c", script}, absl::Seconds(60));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->exit_code, 0) << script << "\n" << r->err;
+  };
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  ASSERT_NO_FATAL_FAILURE(sh(absl::StrCat(
+      "cd '", d, "' && openssl req -x509 ", ec, " -keyout ca.key -out ca.pem -days 1 ",
+      "-subj /CN=aijobs-test-ca 2>/dev/null && ", "openssl req ", ec,
+      " -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null && ",
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext && ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 ",
+      "-extfile server.ext -out server.pem 2>/dev/null && ", "openssl req ", ec,
+      " -keyout worker.key -out worker.csr -subj /CN=gpu-worker-1 2>/dev/null && ",
+      "printf 'extendedKeyUsage=clientAuth\\n' > worker.ext && ",
+      "openssl x509 -req -in worker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 ",
+      "-extfile worker.ext -out worker.pem 2>/dev/null")));
+
+  const std::string address = absl::StrCat("127.0.0.1:", FreePort());
+  ProcessOptions so;
+  so.path = BinPath("aijobs-scheduler");
+  so.args = {"--listen",        address,     "--database_url",  conninfo(),        "--tls_cert",
+             d + "/server.pem", "--tls_key", d + "/server.key", "--tls_client_ca", d + "/ca.pem"};
+  for (const std::string& f : AuthFlags()) so.args.push_back(f);
+  auto sched = Process::Start(so);
+  ASSERT_TRUE(sched.ok()) << sched.status();
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains((*sched)->ReadStdout(), "serving on port"); },
+                      absl::Seconds(30)))
+      << (*sched)->LogTail();
+  EXPECT_TRUE(absl::StrContains((*sched)->ReadStdout(), "TLS, worker client certificates"));
+
+  auto start_worker = [&](const std::string& id, std::vector<std::string> extra) {
+    ProcessOptions wo;
+    wo.path = BinPath("aijobs-worker");
+    wo.args = {"--scheduler",        address, "--worker_id",        id,   "--sim_ttft_ms", "0",
+               "--sim_tokens_per_s", "0",     "--reconnect_max_ms", "200"};
+    wo.args.insert(wo.args.end(), extra.begin(), extra.end());
+    auto w = Process::Start(wo);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? *std::move(w) : nullptr;
+  };
+  // No certificate and no token: TLS works, the stream is refused.
+  auto anon_worker = start_worker("w-anon", {"--tls_ca", d + "/ca.pem"});
+  ASSERT_NE(anon_worker, nullptr);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains((*sched)->ReadStdout(),
+                                 "WorkerService.Connect needs a worker credential");
+      },
+      absl::Seconds(15)))
+      << (*sched)->LogTail();
+  // The client certificate is the worker's credential.
+  auto cert_worker = start_worker("w-cert", {"--tls_ca", d + "/ca.pem", "--tls_cert",
+                                             d + "/worker.pem", "--tls_key", d + "/worker.key"});
+  ASSERT_NE(cert_worker, nullptr);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains((*sched)->ReadStdout(), "client certificate cert:gpu-worker-1");
+      },
+      absl::Seconds(15)))
+      << (*sched)->LogTail();
+
+  const std::string alice = Hs256(Who("alice", "t1"));
+  auto ctl = [&](std::vector<std::string> args) {
+    auto r = RunCommand(BinPath("aijobsctl"), args, absl::Seconds(30));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CommandResult{};
+  };
+  CommandResult ok = ctl({"--server", address, "--tls_ca", d + "/ca.pem", "--token", alice,
+                          "submit", "--type", "chat", "--prompt", "over TLS", "--wait"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  CommandResult plain = ctl({"--server", address, "--token", alice, "--timeout", "3s", "submit",
+                             "--type", "chat", "--prompt", "plaintext"});
+  EXPECT_NE(plain.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(plain.err, "UNAVAILABLE")) << plain.err;
+  // A worker's certificate is not a client credential.
+  CommandResult as_worker =
+      ctl({"--server", address, "--tls_ca", d + "/ca.pem", "--tls_cert", d + "/worker.pem",
+           "--tls_key", d + "/worker.key", "submit", "--type", "chat", "--prompt", "x"});
+  EXPECT_NE(as_worker.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(as_worker.err, "PERMISSION_DENIED")) << as_worker.err;
+
+  // The gateway reaches the scheduler over TLS.
+  gateway_port_for_tls_ = FreePort();
+  ProcessOptions go;
+  go.path = BinPath("aijobs-gateway");
+  go.args = {"--listen",           absl::StrCat("127.0.0.1:", gateway_port_for_tls_),
+             "--scheduler",        address,
+             "--scheduler_tls_ca", d + "/ca.pem"};
+  auto gw = Process::Start(go);
+  ASSERT_TRUE(gw.ok()) << gw.status();
+  const std::string base = absl::StrCat("http://127.0.0.1:", gateway_port_for_tls_);
+  HttpResult listed;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        listed = HttpCall("GET", base + "/v1/jobs", "", {{"Authorization", "Bearer " + alice}});
+        return listed.status == 200;
+      },
+      absl::Seconds(15), absl::Milliseconds(100)))
+      << listed.status << " " << listed.body;
+  EXPECT_TRUE(absl::StrContains(listed.body, "t1")) << listed.body;
 }
 
 }  // namespace

@@ -127,8 +127,15 @@ std::string E2eTest::StartGateway(const std::vector<std::string>& extra_flags) {
     gateway_port_ = FreePort();
     ProcessOptions opts;
     opts.path = BinPath("aijobs-gateway");
-    opts.args = {"--listen", absl::StrCat("127.0.0.1:", gateway_port_), "--scheduler",
-                 scheduler_address_};
+    // Suites about requests, not per-address limits (every test client is 127.0.0.1); a
+    // test of those limits passes its own values (the last value of a flag wins).
+    opts.args = {"--listen",
+                 absl::StrCat("127.0.0.1:", gateway_port_),
+                 "--scheduler",
+                 scheduler_address_,
+                 "--anonymous_requests_per_minute=0",
+                 "--max_streams_per_ip=0",
+                 "--max_connections_per_ip=0"};
     opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
     auto proc = Process::Start(opts);
     if (!proc.ok()) {

@@ -108,9 +108,10 @@ RawReply SendRaw(int port, const std::string& raw, absl::Duration timeout = absl
 // "Name: value", CRLF added) as its trailer section.
 std::string ChunkedRequest(const std::string& target, const std::string& body,
                            const std::string& trailers) {
-  std::string raw = absl::StrCat("POST ", target,
-                                 " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                 "Transfer-Encoding: chunked\r\n\r\n");
+  std::string raw =
+      absl::StrCat("POST ", target,
+                   " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n");
   if (!body.empty()) absl::StrAppend(&raw, absl::Hex(body.size()), "\r\n", body, "\r\n");
   absl::StrAppend(&raw, "0\r\n", trailers, "\r\n");
   return raw;
@@ -239,11 +240,11 @@ TEST_F(GatewayHardeningTest, OversizedRequestLineIs414AndOversizedHeadersAre431)
   RawReply line = Send(absl::StrCat("GET /v1/jobs?type=", std::string(9000, 'a'),
                                     " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   EXPECT_THAT(line.bytes, StartsWith("HTTP/1.1 414")) << line.bytes.substr(0, 300);
-  RawReply huge_line = Send(absl::StrCat("GET /", std::string(20000, 'a'),
-                                         " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  RawReply huge_line =
+      Send(absl::StrCat("GET /", std::string(20000, 'a'), " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   EXPECT_THAT(huge_line.bytes, StartsWith("HTTP/1.1 414")) << huge_line.bytes.substr(0, 300);
-  RawReply headers = Send(absl::StrCat("GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ",
-                                       std::string(17000, 'p'), "\r\n\r\n"));
+  RawReply headers = Send(absl::StrCat(
+      "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ", std::string(17000, 'p'), "\r\n\r\n"));
   EXPECT_THAT(headers.bytes, StartsWith("HTTP/1.1 431")) << headers.bytes.substr(0, 300);
 
   HttpRequestSpec auth;
@@ -269,8 +270,7 @@ TEST_F(GatewayHardeningTest, OversizedRequestLineIs414AndOversizedHeadersAre431)
 // was, so it gives every submit an idempotency key (unless it has one) and, when the call
 // fails that way, asks once more with the same key: the answer is then definite.
 TEST_F(GatewayHardeningTest, ASubmitWhoseDeadlinePassesGetsADefiniteAnswer) {
-  std::string body =
-      R"({"type":"chat","input":{"messages":[{"role":"user","content":"late"}]}})";
+  std::string body = R"({"type":"chat","input":{"messages":[{"role":"user","content":"late"}]}})";
   std::set<std::string> ids;
   for (int i = 0; i < 20; ++i) {
     HttpResult r = PostJob(body, {{"Grpc-Timeout", "1u"}});
@@ -324,8 +324,8 @@ TEST_F(GatewayHardeningTest, ListJobsPagesOfLargeJobsFitAndReachEveryJob) {
   std::string token;
   int pages = 0, jobs = 0;
   do {
-    HttpResult page = HttpCall("GET", base_ + "/v1/jobs?pageSize=50" +
-                                          (token.empty() ? "" : "&pageToken=" + token));
+    HttpResult page = HttpCall(
+        "GET", base_ + "/v1/jobs?pageSize=50" + (token.empty() ? "" : "&pageToken=" + token));
     ASSERT_EQ(page.status, 200) << page.body.substr(0, 300);
     jobs += CountOf(page.body, R"("labels":{"n":")");
     token.clear();
@@ -426,9 +426,9 @@ TEST_F(GatewayHardeningTest, FinalTransferCodingNotChunkedIs400AndItsBodyIsNever
   EXPECT_TRUE(gzip.closed);
 
   // An unknown final coding with a Content-Length: the Content-Length was used.
-  RawReply xchunked =
-      Send(absl::StrCat("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: xchunked\r\n",
-                        "Content-Length: ", sizeof(kChatBody) - 1, "\r\n\r\n", kChatBody));
+  RawReply xchunked = Send(
+      absl::StrCat("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: xchunked\r\n",
+                   "Content-Length: ", sizeof(kChatBody) - 1, "\r\n\r\n", kChatBody));
   EXPECT_THAT(xchunked.bytes, StartsWith("HTTP/1.1 400")) << xchunked.bytes;
   EXPECT_EQ(xchunked.Responses(), 1);
   EXPECT_TRUE(xchunked.closed);
@@ -467,7 +467,8 @@ TEST_F(GatewayHardeningTest, UnimplementedTransferCodingIs501) {
 }
 
 TEST_F(GatewayHardeningTest, Http11RequestWithoutExactlyOneHostIs400) {
-  RawReply none = Send("GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  RawReply none =
+      Send("GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   EXPECT_THAT(none.bytes, StartsWith("HTTP/1.1 400")) << none.bytes;
   EXPECT_THAT(none.bytes, HasSubstr("needs a Host header"));
   EXPECT_EQ(none.Responses(), 1) << none.bytes;
@@ -524,6 +525,164 @@ TEST_F(GatewayHardeningTest, CallsThatChangeSomethingMustBeJson) {
   json.headers = {{"Content-Type", "Application/JSON; charset=utf-8"}};
   EXPECT_EQ(HttpCall(json).status, 202);
   ExpectAlive();
+}
+
+// --- Issue 12: the public front door, per client address ---
+
+// A connection to 127.0.0.1:port (blocking), or -1.
+int Connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the peer closed `fd` within `timeout` (reading and dropping what it sends).
+bool ClosedWithin(int fd, absl::Duration timeout, std::string* got = nullptr) {
+  absl::Time deadline = absl::Now() + timeout;
+  char buf[4096];
+  while (absl::Now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return true;
+    if (got != nullptr) got->append(buf, static_cast<size_t>(n));
+  }
+  return false;
+}
+
+// Slowloris: a client that trickles its header lines to hold the connection is closed once
+// --header_timeout_ms passed since its first byte, while other clients are served.
+TEST_F(GatewayHardeningTest, ClientTricklingHeadersIsClosedAfterTheHeaderTimeout) {
+  base_ = StartGateway({"--header_timeout_ms", "1000"});
+  ASSERT_FALSE(base_.empty());
+  int fd = Connect(gateway_port());
+  ASSERT_GE(fd, 0);
+  const absl::Time start = absl::Now();
+  const std::string header = "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+  ASSERT_EQ(send(fd, header.data(), header.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(header.size()));
+  bool closed = false;
+  for (int i = 0; i < 20 && !closed; ++i) {
+    closed = ClosedWithin(fd, absl::Milliseconds(250));
+    if (!closed) (void)send(fd, "a", 1, MSG_NOSIGNAL);
+    EXPECT_EQ(HttpCall("GET", base_ + "/healthz").status, 200);
+  }
+  EXPECT_TRUE(closed) << "a trickling client kept its connection for 5 s";
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  close(fd);
+  // An idle keep-alive connection (no byte of a next request yet) is not held to it.
+  int idle = Connect(gateway_port());
+  ASSERT_GE(idle, 0);
+  EXPECT_FALSE(ClosedWithin(idle, absl::Milliseconds(1500)));
+  close(idle);
+}
+
+TEST_F(GatewayHardeningTest, OneAddressCannotTakeEveryConnection) {
+  base_ = StartGateway({"--max_connections_per_ip", "3"});
+  ASSERT_FALSE(base_.empty());
+  ASSERT_TRUE(
+      WaitFor([&] { return HttpCall("GET", base_ + "/healthz").status == 200; }, absl::Seconds(5)));
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Connect(gateway_port()));
+  absl::SleepFor(absl::Milliseconds(200));  // accepted
+  int fourth = Connect(gateway_port());
+  ASSERT_GE(fourth, 0);
+  std::string got;
+  EXPECT_TRUE(ClosedWithin(fourth, absl::Seconds(5), &got));
+  EXPECT_TRUE(absl::StartsWith(got, "HTTP/1.1 429")) << got;
+  EXPECT_TRUE(absl::StrContains(got, "Retry-After: 1")) << got;
+  close(fourth);
+  close(held.back());
+  held.pop_back();
+  EXPECT_TRUE(
+      WaitFor([&] { return HttpCall("GET", base_ + "/healthz").status == 200; }, absl::Seconds(5)))
+      << "a freed slot is usable again";
+  for (int fd : held) close(fd);
+}
+
+TEST_F(GatewayHardeningTest, OpenEventStreamsAreCappedPerAddress) {
+  base_ = StartGateway({"--max_streams_per_ip", "2"});
+  ASSERT_FALSE(base_.empty());
+  // Jobs nobody runs (no worker): their streams stay open.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    HttpResult r =
+        PostJob(R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}]}})");
+    ASSERT_EQ(r.status, 202) << r.body;
+    ids.push_back(r.Header("Location"));
+  }
+  auto open_stream = [&](const std::string& location) {
+    int fd = Connect(gateway_port());
+    std::string req = absl::StrCat("GET ", location,
+                                   "/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: "
+                                   "text/event-stream\r\n\r\n");
+    (void)send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    return fd;
+  };
+  int a = open_stream(ids[0]), b = open_stream(ids[1]);
+  std::string got_a;
+  EXPECT_FALSE(ClosedWithin(a, absl::Milliseconds(500), &got_a));
+  EXPECT_TRUE(absl::StartsWith(got_a, "HTTP/1.1 200")) << got_a;
+  int c = open_stream(ids[2]);
+  std::string got_c;
+  ClosedWithin(c, absl::Seconds(3), &got_c);
+  EXPECT_TRUE(absl::StartsWith(got_c, "HTTP/1.1 429")) << got_c;
+  EXPECT_TRUE(absl::StrContains(got_c, "too many open event streams")) << got_c;
+  close(c);
+  close(a);
+  int d = -1;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        if (d >= 0) close(d);
+        d = open_stream(ids[2]);
+        std::string got;
+        ClosedWithin(d, absl::Milliseconds(300), &got);
+        return absl::StartsWith(got, "HTTP/1.1 200");
+      },
+      absl::Seconds(5), absl::Milliseconds(100)))
+      << "a closed stream frees its slot";
+  close(b);
+  if (d >= 0) close(d);
+}
+
+TEST_F(GatewayHardeningTest, AnonymousRequestsAreRateLimitedPerClientAddress) {
+  base_ = StartGateway({"--anonymous_requests_per_minute", "6", "--anonymous_burst", "2",
+                        "--trusted_proxies", "127.0.0.1"});
+  ASSERT_FALSE(base_.empty());
+  const std::string body =
+      R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}]}})";
+  auto from = [&](const std::string& client) {
+    return PostJob(body, {{"X-Forwarded-For", client}});
+  };
+  EXPECT_EQ(from("198.51.100.1").status, 202);
+  EXPECT_EQ(from("198.51.100.1").status, 202);
+  HttpResult third = from("198.51.100.1");
+  EXPECT_EQ(third.status, 429) << third.body;
+  EXPECT_EQ(third.Header("Retry-After"), "10");
+  EXPECT_TRUE(absl::StrContains(third.body, "without a credential")) << third.body;
+  // Another client behind the same proxy has its own allowance; a credential is not limited
+  // here (the scheduler's quotas apply to it); reads are never limited.
+  EXPECT_EQ(from("198.51.100.2").status, 202);
+  EXPECT_EQ(
+      PostJob(body, {{"X-Forwarded-For", "198.51.100.1"}, {"Authorization", "Bearer some-token"}})
+          .status,
+      202);
+  EXPECT_EQ(HttpCall("GET", base_ + "/v1/jobs", "", {{"X-Forwarded-For", "198.51.100.1"}}).status,
+            200);
+  // Without --trusted_proxies the header is the client's own word: ignored.
+  base_ = StartGateway({"--anonymous_requests_per_minute", "6", "--anonymous_burst", "2"});
+  ASSERT_FALSE(base_.empty());
+  EXPECT_EQ(from("203.0.113.1").status, 202);
+  EXPECT_EQ(from("203.0.113.2").status, 202);
+  EXPECT_EQ(from("203.0.113.3").status, 429) << "X-Forwarded-For from an untrusted peer counted";
 }
 
 }  // namespace

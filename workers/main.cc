@@ -23,6 +23,7 @@
 #include "common/logging.h"
 #include "common/scheduler_target.h"
 #include "common/shutdown_signal.h"
+#include "common/tls_credentials.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_handlers.h"
 #include "workers/job_handler.h"
@@ -39,6 +40,12 @@ ABSL_FLAG(std::string, worker_id, "", "Worker id; default hostname-pid");
 ABSL_FLAG(std::string, token, "",
           "worker credential for the scheduler: a JWT with the worker role or a worker API key "
           "(default: env AIJOBS_WORKER_TOKEN)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA to verify the scheduler's TLS certificate (empty with no cert: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate: with a scheduler's --tls_client_ca it is the worker's "
+          "credential (no --token needed)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(int, slots, 64, "How many jobs run at once");
 ABSL_FLAG(std::string, job_types, "chat,embed", "Comma-separated job types to accept");
 ABSL_FLAG(int, drain_timeout_ms, 30000, "How long a drain waits for running jobs");
@@ -89,6 +96,13 @@ int main(int argc, char** argv) {
   }
   options.schedulers = *std::move(schedulers);
   options.bearer_token = aijobs::BearerTokenFrom(absl::GetFlag(FLAGS_token), "AIJOBS_WORKER_TOKEN");
+  auto creds = aijobs::ClientTlsCredentials(
+      {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)});
+  if (!creds.ok()) {
+    spdlog::critical("{}", std::string(creds.status().message()));
+    return 2;
+  }
+  options.credentials = *std::move(creds);
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.slots = absl::GetFlag(FLAGS_slots);

@@ -173,7 +173,9 @@ WorkerConnection::SessionEnd WorkerConnection::RunSession(const std::string& sch
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(scheduler, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(
+      scheduler, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
   auto stub = aijobs::v1::WorkerService::NewStub(channel);
 
   Session session(scheduler);

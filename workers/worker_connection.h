@@ -56,6 +56,8 @@ struct WorkerConnectionOptions {
   // The worker credential (a JWT with the worker role, or a worker API key) sent on every
   // stream as "authorization: Bearer <token>"; empty: none (a scheduler with --auth=off).
   std::string bearer_token;
+  // Channel credentials (TLS); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class WorkerConnection {

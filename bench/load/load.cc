@@ -29,6 +29,7 @@
 #include "bench/http_client.h"
 #include "common/scheduler_target.h"
 #include "common/sse_parser.h"
+#include "common/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace aijobs::load {
@@ -68,13 +69,13 @@ class Transport {
 class GrpcTransport final : public Transport {
  public:
   // `target`: HOST:PORT or a comma-separated list of replicas (checked by ParseTarget).
-  GrpcTransport(const std::string& target, const std::string& token)
-      : client_(target, Options(token)) {
+  GrpcTransport(const std::string& target, const std::string& token,
+                std::shared_ptr<grpc::ChannelCredentials> creds)
+      : client_(target, Options(token, creds)) {
     grpc::ChannelArguments args;
     SetFailoverChannelArgs(&args);
-    health_ = grpc::health::v1::Health::NewStub(
-        grpc::CreateCustomChannel(SchedulerChannelTargetFromList(target).value_or(target),
-                                  grpc::InsecureChannelCredentials(), args));
+    health_ = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(
+        SchedulerChannelTargetFromList(target).value_or(target), creds, args));
   }
   absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& req) override {
     return client_.Submit(req);
@@ -108,8 +109,10 @@ class GrpcTransport final : public Transport {
   }
 
  private:
-  static ClientOptions Options(const std::string& token) {
+  static ClientOptions Options(const std::string& token,
+                               std::shared_ptr<grpc::ChannelCredentials> creds) {
     ClientOptions opts;
+    opts.credentials = std::move(creds);
     opts.default_deadline = absl::Seconds(5);
     opts.bearer_token = token;
     return opts;
@@ -761,10 +764,12 @@ absl::StatusOr<LoadResult> RunLoad(const LoadConfig& config, const std::atomic<b
   if (!target.ok()) return target.status();
 
   const bool http = IsHttpTarget(config.target);
+  auto grpc_creds = ClientTlsCredentials({config.tls_ca, "", ""});
+  if (!grpc_creds.ok()) return grpc_creds.status();
   // Users, the queue probe and the health probe each get their own transport (connections).
   auto make = [&]() -> std::unique_ptr<Transport> {
     if (http) return std::make_unique<HttpTransport>(*target, config.token);
-    return std::make_unique<GrpcTransport>(*target, config.token);
+    return std::make_unique<GrpcTransport>(*target, config.token, *grpc_creds);
   };
   std::unique_ptr<Transport> client = make(), health_transport = make(), queue_transport = make();
   {

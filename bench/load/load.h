@@ -33,6 +33,8 @@ struct LoadConfig {
   std::string target = "127.0.0.1:50051";
   // JWT or API key sent with every call (gRPC metadata, or the HTTP Authorization header).
   std::string token;
+  // PEM CA of the scheduler's TLS certificate (gRPC targets; empty: plaintext).
+  std::string tls_ca;
   int users = 10;
   // Submits per second over all users; 0 = closed loop (each user submits as soon as its
   // previous job ended).

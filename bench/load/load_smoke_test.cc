@@ -66,8 +66,7 @@ TEST(LoadSmokeTest, UnreachableTargetExits1AndUsageErrorsExit2) {
   // Nothing listens there: the HTTP transport reports the target unreachable too.
   run = aijobs::testing::RunCommand(
       aijobs::testing::BinPath("aijobs-load"),
-      {"--target", "http://127.0.0.1:" + std::to_string(port), "--duration", "1s",
-       "--no-progress"},
+      {"--target", "http://127.0.0.1:" + std::to_string(port), "--duration", "1s", "--no-progress"},
       absl::Seconds(30));
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->exit_code, 1) << run->err;
@@ -103,8 +102,14 @@ TEST(LoadSmokeTest, RunsThroughTheHttpGateway) {
     port = aijobs::testing::FreePort();
     aijobs::testing::ProcessOptions opts;
     opts.path = aijobs::testing::BinPath("aijobs-gateway");
-    opts.args = {"--listen", "127.0.0.1:" + std::to_string(port), "--scheduler",
-                 cluster->address()};
+    // Every simulated user comes from 127.0.0.1: no per-address limits.
+    opts.args = {"--listen",
+                 "127.0.0.1:" + std::to_string(port),
+                 "--scheduler",
+                 cluster->address(),
+                 "--anonymous_requests_per_minute=0",
+                 "--max_streams_per_ip=0",
+                 "--max_connections_per_ip=0"};
     auto proc = aijobs::testing::Process::Start(opts);
     ASSERT_TRUE(proc.ok()) << proc.status();
     bool up = aijobs::testing::WaitFor(

@@ -34,6 +34,7 @@ constexpr char kUsage[] =
     "                   [--prompt-file F] [--sim JSON] [--allow-remote]\n"
     "                   [--report-json PATH] [--report-md PATH] [--no-progress]\n"
     "                   [--token JWT_OR_API_KEY]   (default: env AIJOBS_TOKEN)\n"
+    "                   [--tls_ca FILE]   (TLS to a scheduler with --tls_cert)\n"
     "  scenarios: quick (10 users, 30s), medium (50 users, 120s),\n"
     "             spike (0->500 users over 5s, then --duration, default 30s),\n"
     "             soak (needs --duration), custom (default; --users/--rate/--duration)\n"
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
   // --name=value, --name value; dashes and underscores in names are the same.
   static const char* const kValueFlags[] = {"scenario",    "target",    "users",       "rate",
                                             "duration",    "drain",     "prompt_file", "sim",
-                                            "report_json", "report_md", "token"};
+                                            "report_json", "report_md", "token",       "tls_ca"};
   static const char* const kBoolFlags[] = {"allow_remote", "no_progress", "help"};
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
   if (!cfg.ok()) return Usage(std::string(cfg.status().message()));
   if (flags.count("target")) cfg->target = flags["target"];
   cfg->token = aijobs::BearerTokenFrom(flags.count("token") ? flags["token"] : "", "AIJOBS_TOKEN");
+  if (flags.count("tls_ca")) cfg->tls_ca = flags["tls_ca"];
   if (flags.count("users") && !absl::SimpleAtoi(flags["users"], &cfg->users)) {
     return Usage("--users needs an integer");
   }

@@ -106,8 +106,8 @@ class BrowserChatTest : public E2eTest {
       const int port = FreePort();
       ProcessOptions opts;
       opts.path = BinPath("aijobs-gateway");
-      opts.args = {"--listen", absl::StrCat("127.0.0.1:", port), "--scheduler",
-                   scheduler_address()};
+      opts.args = {"--listen", absl::StrCat("127.0.0.1:", port), "--scheduler", scheduler_address(),
+                   "--anonymous_requests_per_minute=0"};
       auto proc = Process::Start(opts);
       ASSERT_TRUE(proc.ok()) << proc.status();
       Process* p = proc->get();
