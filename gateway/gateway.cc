@@ -352,7 +352,8 @@ void Gateway::Finish(const std::shared_ptr<HttpExchange>& exchange, const Reques
 }
 
 void Gateway::FinishError(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
-                          int grpc_code, absl::string_view message) {
+                          int grpc_code, absl::string_view message,
+                          const std::string& retry_after) {
   int status = HttpStatusFromGrpc(static_cast<grpc::StatusCode>(grpc_code));
   HttpResponse res =
       MakeResponse(exchange->request(), status, kJson, ErrorBodyJson(grpc_code, message));
@@ -361,6 +362,7 @@ void Gateway::FinishError(const std::shared_ptr<HttpExchange>& exchange, const R
         exchange->request().find(http::field::authorization) != exchange->request().end();
     res.set(http::field::www_authenticate, WwwAuthenticateValue(had_credential, message));
   }
+  if (!retry_after.empty()) res.set(http::field::retry_after, retry_after);
   Finish(exchange, rc, std::move(res));
 }
 
@@ -689,7 +691,16 @@ void Gateway::OnUnaryDone(std::shared_ptr<UnaryCall> call, grpc::Status status) 
   if (!status.ok()) {
     metrics_.RecordUpstreamError(StatusCodeName(status.error_code()));
     if (!call->changes || !OutcomeUnknown(status.error_code())) {
-      return FinishError(call->exchange, call->rc, status.error_code(), status.error_message());
+      // A refusal may say when to come back (an overloaded scheduler, a quota).
+      HttpResponseShape shape =
+          ShapeFromResponseMetadata(ToStdMultimap(call->context->GetServerInitialMetadata()),
+                                    ToStdMultimap(call->context->GetServerTrailingMetadata()));
+      std::string retry_after;
+      for (const auto& [k, v] : shape.headers) {
+        if (absl::EqualsIgnoreCase(k, "Retry-After")) retry_after = v;
+      }
+      return FinishError(call->exchange, call->rc, status.error_code(), status.error_message(),
+                         retry_after);
     }
     // Sent again with the same idempotency key, the request either finds what the first
     // one did or does it now: either way the answer is definite.

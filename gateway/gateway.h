@@ -122,7 +122,7 @@ class Gateway final : public RequestHandler {
   void Finish(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
               HttpResponse response);
   void FinishError(const std::shared_ptr<HttpExchange>& exchange, const RequestContext& rc,
-                   int grpc_code, absl::string_view message);
+                   int grpc_code, absl::string_view message, const std::string& retry_after = "");
   void AddCommonHeaders(const RequestContext& rc, HttpResponse* response) const;
   template <typename Message>
   void AddCorsHeaders(const RequestContext& rc, Message* response) const;

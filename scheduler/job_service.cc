@@ -18,6 +18,7 @@
 #include "common/uuid.h"
 #include "scheduler/audit_log.h"
 #include "scheduler/cache_key.h"
+#include "scheduler/submit_quota.h"
 #include "scheduler/unary_call.h"
 #include "spdlog/spdlog.h"
 
@@ -512,6 +513,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
                  caller = nj.caller](absl::StatusOr<SubmitOutcome> out) {
     AuditSubmit(*ctx, caller, *request, out);
     if (!out.ok()) {
+      if (std::optional<absl::Duration> wait = RetryAfterOf(out.status())) {
+        // Whole seconds, rounded up, for HTTP's Retry-After; milliseconds for gRPC clients.
+        const std::string seconds = absl::StrCat(
+            std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(*wait, absl::Seconds(1)))));
+        ctx->AddTrailingMetadata("retry-after", seconds);
+        ctx->AddTrailingMetadata("x-http-header-retry-after", seconds);
+      }
       reactor->Finish(ToClientStatus(out.status()));
       return;
     }

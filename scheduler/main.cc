@@ -70,6 +70,14 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA whose client certificates identify workers (mTLS: a worker presenting one "
           "needs no token); needs --tls_cert");
+ABSL_FLAG(double, tenant_submit_rate, 1000,
+          "jobs per second a tenant may submit, on average over all replicas (0: no limit); "
+          "more are refused RESOURCE_EXHAUSTED (429) with a retry hint");
+ABSL_FLAG(double, tenant_submit_burst, 10000, "burst a tenant may submit above its rate");
+ABSL_FLAG(double, user_submit_rate, 50,
+          "jobs per second one user (or all anonymous callers of a tenant together) may submit "
+          "(0: no limit)");
+ABSL_FLAG(double, user_submit_burst, 500, "burst a user may submit above its rate");
 ABSL_FLAG(bool, audit_payloads, false,
           "copy job inputs into the audit log (by default it records who did what to which job, "
           "never prompts or answers)");
@@ -130,6 +138,10 @@ int main(int argc, char** argv) {
   o.auth.public_job_types = absl::GetFlag(FLAGS_public_job_types);
   o.auth.reload_interval = absl::Milliseconds(absl::GetFlag(FLAGS_auth_reload_ms));
   o.audit.payloads = absl::GetFlag(FLAGS_audit_payloads);
+  o.quota.tenant_rate = absl::GetFlag(FLAGS_tenant_submit_rate);
+  o.quota.tenant_burst = absl::GetFlag(FLAGS_tenant_submit_burst);
+  o.quota.user_rate = absl::GetFlag(FLAGS_user_submit_rate);
+  o.quota.user_burst = absl::GetFlag(FLAGS_user_submit_burst);
   o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls.ca_file = absl::GetFlag(FLAGS_tls_client_ca);

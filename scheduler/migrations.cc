@@ -160,6 +160,20 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_tenant_time ON audit_log (tenant_id, time DESC);
 CREATE INDEX audit_log_time ON audit_log (time);
 )sql"},
+      // Quotas every replica shares: token buckets per tenant and per user (key "t:<tenant>",
+      // "u:<tenant>:<subject>"). rate, burst, requested and granted are the last call's, kept
+      // on the row so one INSERT ... ON CONFLICT DO UPDATE can refill and take in one step.
+      {7, R"sql(
+CREATE TABLE quota_buckets (
+  key        text PRIMARY KEY,
+  tokens     float8 NOT NULL,
+  rate       float8 NOT NULL,
+  burst      float8 NOT NULL,
+  requested  bigint NOT NULL,
+  granted    bigint NOT NULL,
+  updated_at timestamptz NOT NULL
+) WITH (fillfactor = 50);
+)sql"},
   };
   return *migrations;
 }

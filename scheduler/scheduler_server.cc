@@ -22,6 +22,7 @@
 #include "scheduler/pg_api_key_store.h"
 #include "scheduler/pg_audit_store.h"
 #include "scheduler/pg_job_store.h"
+#include "scheduler/pg_quota_store.h"
 #include "scheduler/submit_batcher.h"
 #include "scheduler/worker_service.h"
 #include "spdlog/spdlog.h"
@@ -37,6 +38,8 @@ struct SchedulerServer::Impl {
   std::unique_ptr<PgApiKeyStore> api_keys;
   std::unique_ptr<PgAuditStore> audit_store;
   std::unique_ptr<AuditLog> audit;
+  std::unique_ptr<PgQuotaStore> quota_store;
+  std::unique_ptr<SubmitQuota> quota;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<EventHub> hub;
   std::unique_ptr<Executor> executor;
@@ -186,6 +189,13 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
     raw->dispatcher->Wake();
     raw->housekeeping->RequestNotify();
   });
+  // Quotas are per tenant and user: with --auth=off there is one of each, and none apply.
+  if (o.auth.enabled) {
+    // Bucket updates need no WAL flush: a crash may forget some spending, never a job.
+    impl->quota_store = std::make_unique<PgQuotaStore>(impl->relaxed_pool.get());
+    impl->quota = std::make_unique<SubmitQuota>(impl->quota_store.get(), o.quota);
+    impl->batcher->set_quota(impl->quota.get());
+  }
 
   JobServiceDeps jdeps;
   jdeps.store = impl->store.get();

@@ -17,6 +17,7 @@
 #include "common/tls_credentials.h"
 #include "scheduler/audit_log.h"
 #include "scheduler/authenticator.h"
+#include "scheduler/submit_quota.h"
 
 namespace aijobs::scheduler {
 
@@ -53,6 +54,8 @@ struct SchedulerOptions {
   // everything, and anyone may connect as a worker (local development only).
   AuthOptions auth;
   AuditOptions audit;
+  // Submit rate limits per tenant and per user, shared by every replica (with --auth=on).
+  QuotaOptions quota;
   // TLS on the gRPC port (cert and key; empty: plaintext), and the CA whose client
   // certificates identify workers (mTLS; empty: none requested).
   TlsFiles tls;

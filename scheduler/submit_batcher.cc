@@ -45,6 +45,26 @@ void SubmitBatcher::Insert(std::vector<Pending>& batch) {
     ++live;
   }
   batch.resize(live);
+  if (quota_ != nullptr && quota_->enabled() && !batch.empty()) {
+    std::vector<const NewJob*> jobs;
+    jobs.reserve(batch.size());
+    for (const Pending& p : batch) jobs.push_back(&p.job);
+    absl::StatusOr<std::vector<absl::Status>> admitted = quota_->Admit(jobs);
+    if (!admitted.ok()) {
+      for (Pending& p : batch) p.done(admitted.status());
+      return;
+    }
+    live = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!(*admitted)[i].ok()) {
+        batch[i].done((*admitted)[i]);
+        continue;
+      }
+      if (live != i) batch[live] = std::move(batch[i]);
+      ++live;
+    }
+    batch.resize(live);
+  }
   // Cut the batch into statements within the byte budget (a job larger than the budget goes
   // alone; validation caps one job's input).
   size_t begin = 0;

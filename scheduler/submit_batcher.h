@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "common/batch_queue.h"
 #include "scheduler/job_store.h"
+#include "scheduler/submit_quota.h"
 
 namespace aijobs::scheduler {
 
@@ -39,6 +40,9 @@ class SubmitBatcher {
   void Submit(NewJob job, Callback done, absl::Time deadline = absl::InfiniteFuture());
   // Answers everything queued, then stops the writers.
   void Stop() { queue_.Stop(); }
+  // Checks every batch against `quota` before writing it (jobs over a limit are answered
+  // RESOURCE_EXHAUSTED and not stored). Set before the first Submit.
+  void set_quota(SubmitQuota* quota) { quota_ = quota; }
 
  private:
   struct Pending {
@@ -51,6 +55,7 @@ class SubmitBatcher {
   void InsertRange(std::vector<Pending>& batch, size_t begin, size_t end);
 
   JobStore* store_;
+  SubmitQuota* quota_ = nullptr;
   std::function<void()> on_inserted_;
   const size_t max_batch_bytes_;
   BatchQueue<Pending> queue_;  // last: its threads use the members above

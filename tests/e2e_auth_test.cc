@@ -16,6 +16,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "aijobs/v1/admin_service.grpc.pb.h"
@@ -748,6 +749,62 @@ TEST_F(AuthE2eTest, TlsAndWorkerClientCertificates) {
       absl::Seconds(15), absl::Milliseconds(100)))
       << listed.status << " " << listed.body;
   EXPECT_TRUE(absl::StrContains(listed.body, "t1")) << listed.body;
+}
+
+// Quotas live in PostgreSQL: two replicas enforce a user's submit limit once, not twice; over
+// it a submit is RESOURCE_EXHAUSTED naming the limit with retry-after, 429 + Retry-After over
+// HTTP; another user of the tenant has a bucket of its own.
+TEST_F(AuthE2eTest, SubmitQuotasHoldOnceAcrossReplicas) {
+  std::vector<std::string> flags = AuthFlags();
+  for (const char* f :
+       {"--user_submit_rate", "0.1", "--user_submit_burst", "5", "--tenant_submit_rate", "0"}) {
+    flags.push_back(f);
+  }
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(flags));
+  auto stub_a = v1::JobService::NewStub(CreateTestChannel(scheduler_address()));
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(flags));
+  v1::JobService::Stub* stub_b = stub();
+  const std::string alice = Hs256(Who("alice", "t1"));
+  int ok = 0, limited = 0;
+  std::string message, retry_after;
+  for (int i = 0; i < 12; ++i) {
+    grpc::ClientContext ctx;
+    WithToken(&ctx, alice);
+    Job job;
+    grpc::Status s = (i % 2 == 0 ? stub_a.get() : stub_b)->SubmitJob(&ctx, ChatRequest("q"), &job);
+    if (s.ok()) {
+      ++ok;
+    } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++limited;
+      message = s.error_message();
+      auto it = ctx.GetServerTrailingMetadata().find("retry-after");
+      if (it != ctx.GetServerTrailingMetadata().end()) {
+        retry_after = std::string(it->second.data(), it->second.size());
+      }
+    } else {
+      ADD_FAILURE() << s.error_message();
+    }
+  }
+  // 5 of burst, plus at most one refilled in the test's second or so; per replica it would be 10.
+  EXPECT_GE(ok, 5);
+  EXPECT_LE(ok, 6);
+  EXPECT_EQ(ok + limited, 12);
+  EXPECT_TRUE(absl::StrContains(message, "your submit rate limit reached (0.1 jobs/s, burst 5)"))
+      << message;
+  int64_t seconds = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(retry_after, &seconds) && seconds >= 1 && seconds <= 10)
+      << retry_after;
+  Job job;
+  EXPECT_TRUE(SubmitAs(Hs256(Who("bob", "t1")), ChatRequest("q"), &job).ok());
+  // Over HTTP: 429 with Retry-After.
+  const std::string base = StartGateway();
+  ASSERT_FALSE(base.empty());
+  HttpResult r =
+      HttpCall("POST", base + "/v1/jobs",
+               R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}]}})",
+               {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + alice}});
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_FALSE(r.Header("Retry-After").empty()) << r.body;
 }
 
 }  // namespace
