@@ -206,7 +206,8 @@ Cluster::~Cluster() {
   pg_.reset();
 }
 
-absl::Status Cluster::StartScheduler() {
+absl::Status Cluster::StartScheduler(const std::vector<std::string>& extra_flags,
+                                     const std::string& bearer_token) {
   std::string last_error;
   // A port probed free can be taken before the scheduler binds it: retry with another.
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -216,13 +217,16 @@ absl::Status Cluster::StartScheduler() {
     // The defaults users get; only the address and database are ours, and no authentication
     // (the suites measure jobs; the cost of verifying credentials is not in these figures).
     opts.args = {"--listen", address, "--database_url", pg_->conninfo(), "--auth=off"};
+    opts.args.insert(opts.args.end(), extra_flags.begin(), extra_flags.end());
     auto proc = testing::Process::Start(opts);
     if (!proc.ok()) return proc.status();
     absl::Status ready = testing::WaitForJobService(address, absl::Seconds(30), proc->get());
     if (ready.ok()) {
       scheduler_ = std::move(*proc);
       address_ = address;
-      client_ = std::make_unique<aijobs::Client>(address);
+      ClientOptions client_options;
+      client_options.bearer_token = bearer_token;
+      client_ = std::make_unique<aijobs::Client>(address, client_options);
       stub_ = v1::JobService::NewStub(NewChannel(address, 0));
       return absl::OkStatus();
     }
@@ -232,13 +236,14 @@ absl::Status Cluster::StartScheduler() {
   return absl::UnavailableError(last_error);
 }
 
-absl::Status Cluster::RestartScheduler() {
+absl::Status Cluster::RestartScheduler(const std::vector<std::string>& extra_flags,
+                                       const std::string& bearer_token) {
   StopWorkers();
   stub_.reset();
   client_.reset();
   if (scheduler_ != nullptr) scheduler_->Kill();
   scheduler_.reset();
-  return StartScheduler();
+  return StartScheduler(extra_flags, bearer_token);
 }
 
 absl::Status Cluster::ResetJobs() {

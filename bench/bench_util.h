@@ -86,8 +86,10 @@ class Cluster {
   // top `n` statements of this database by total execution time as a Markdown table.
   absl::Status ResetStatementStats();
   absl::StatusOr<std::string> TopStatements(int n);
-  // Kills the scheduler and starts a fresh one (clean RSS baseline).
-  absl::Status RestartScheduler();
+  // Kills the scheduler and starts a fresh one (clean RSS baseline) with the default flags
+  // plus `extra_flags` (the last value of a flag wins); client() then sends `bearer_token`.
+  absl::Status RestartScheduler(const std::vector<std::string>& extra_flags = {},
+                                const std::string& bearer_token = "");
   // Starts `count` aijobs-worker processes with `slots` each and waits until every one is
   // connected to the scheduler.
   absl::Status StartWorkers(int count, int slots);
@@ -113,7 +115,8 @@ class Cluster {
 
  private:
   Cluster() = default;
-  absl::Status StartScheduler();
+  absl::Status StartScheduler(const std::vector<std::string>& extra_flags = {},
+                              const std::string& bearer_token = "");
 
   std::unique_ptr<testing::PgServer> pg_;
   std::unique_ptr<testing::Process> scheduler_;

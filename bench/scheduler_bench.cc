@@ -10,6 +10,8 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -21,6 +23,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "common/auth/jwt.h"
 #include "common/time_util.h"
 
 namespace aijobs::bench {
@@ -142,6 +145,80 @@ void BM_Submit_Durable(benchmark::State& state) {
   state.counters["rss_mib"] = SchedulerRssMiB(c);
   ReportCpu(state, cpu0, cpu1, run.end - run.start);
 }
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// BM_Submit_Durable/64 with authentication on, as production runs: every submit carries a JWT
+// (HS256 or ES256) the scheduler verifies, is written to the audit log, and takes its tenant's
+// and user's quota tokens (limits high enough never to refuse). Compare with
+// BM_Submit_Durable/concurrency:64 run next to it.
+void BM_Submit_Authenticated(benchmark::State& state) {
+  const bool ec = state.range(0) == 1;
+  constexpr int kConcurrency = 64;
+  Cluster* c = SetUp(state);
+  if (c == nullptr) return;
+  const std::string dir = testing::LogDir();
+  const std::string keys = dir + "/bench-jwks.json";
+  const std::string secret(32, 'k');
+  std::string jwks = auth::HmacJwks("h", secret), private_pem;
+  if (ec) {
+    // A P-256 key made by openssl at run time.
+    const std::string pem = dir + "/bench-ec.pem";
+    if (system(absl::StrCat("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '",
+                            pem, "' 2>/dev/null && openssl pkey -in '", pem, "' -pubout -out '",
+                            pem, ".pub' 2>/dev/null")
+                   .c_str()) != 0) {
+      state.SkipWithError("openssl could not make an EC key");
+      return;
+    }
+    private_pem = ReadWhole(pem);
+    jwks = ReadWhole(pem + ".pub");
+  }
+  FILE* f = fopen(keys.c_str(), "w");
+  fputs(jwks.c_str(), f);
+  fclose(f);
+  google::protobuf::Struct claims;
+  (*claims.mutable_fields())["sub"].set_string_value("bench-user");
+  (*claims.mutable_fields())["tenant"].set_string_value("bench");
+  (*claims.mutable_fields())["exp"].set_number_value(
+      static_cast<double>(absl::ToUnixSeconds(absl::Now() + absl::Hours(1))));
+  auto token = ec ? auth::SignJwt(claims, auth::JwtAlg::kES256, private_pem, "")
+                  : auth::SignJwt(claims, auth::JwtAlg::kHS256, secret, "h");
+  if (!Check(state, token.status(), "token")) return;
+  if (!Check(state,
+             c->RestartScheduler({"--auth=on", "--jwt_keys", keys, "--user_submit_rate", "1e9",
+                                  "--user_submit_burst", "1e9", "--tenant_submit_rate", "1e9",
+                                  "--tenant_submit_burst", "1e9"},
+                                 *token),
+             "authenticated scheduler")) {
+    return;
+  }
+  const int total = Scaled(12800, 128);
+  const v1::SubmitJobRequest request = SimChatRequest(kNoopSim);
+  SubmitRun run;
+  CpuUse cpu0, cpu1;
+  for (auto _ : state) {
+    if (!Check(state, c->ResetJobs(), "reset")) break;
+    cpu0 = c->Cpu();
+    run = RunSubmitters(c->client(), request, total, kConcurrency);
+    cpu1 = c->Cpu();
+    state.SetIterationTime(absl::ToDoubleSeconds(run.end - run.start));
+  }
+  absl::Status back = c->RestartScheduler();  // the default cluster for the next suites
+  if (run.errors > 0) {
+    state.SkipWithError(
+        absl::StrCat(run.errors, " submits failed, first: ", run.first_error).c_str());
+    return;
+  }
+  if (!Check(state, back, "restart")) return;
+  state.counters["jobs"] = total;
+  state.counters["jobs_per_s"] = total / absl::ToDoubleSeconds(run.end - run.start);
+  ReportLatency(state, "", Summarize(run.latencies_ms));
+  ReportCpu(state, cpu0, cpu1, run.end - run.start);
+}
 BENCHMARK(BM_Submit_Durable)
     ->ArgName("concurrency")
     ->Arg(1)
@@ -150,6 +227,13 @@ BENCHMARK(BM_Submit_Durable)
     ->Arg(256)
     ->Iterations(1)
     ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Submit_Authenticated)
+    ->ArgName("ec256")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 
 // ---------------------------------------------------------------------------------------
