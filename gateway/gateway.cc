@@ -438,6 +438,15 @@ void Gateway::Handle(std::shared_ptr<HttpExchange> exchange) {
     }
     if (rc.path == "/readyz") return HandleReadyz(std::move(exchange), std::move(rc));
     if (rc.path == "/metrics") {
+      const std::string client = ClientAddress(exchange->peer_ip(), ToStd(req["X-Forwarded-For"]),
+                                               options_.trusted_proxies);
+      if (!options_.metrics_allowed.empty() && !options_.metrics_allowed.Contains(client)) {
+        return Finish(exchange, rc,
+                      MakeResponse(req, 403, kJson,
+                                   ErrorBodyJson(grpc::StatusCode::PERMISSION_DENIED,
+                                                 "/metrics is not served to this address (the "
+                                                 "gateway's --metrics_allowed)")));
+      }
       return Finish(exchange, rc,
                     MakeResponse(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                                  metrics_.RenderPrometheus()));

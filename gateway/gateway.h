@@ -72,6 +72,8 @@ struct GatewayOptions {
   // address: this many a minute on average, in bursts of anonymous_burst (0: unlimited).
   double anonymous_requests_per_minute = 60;
   double anonymous_burst = 20;
+  // Client addresses (and CIDR networks) that may read /metrics; empty: any.
+  TrustedProxies metrics_allowed;
 };
 
 // Set on an error response when it says whether the request was carried out: "unknown" (it

@@ -54,6 +54,9 @@ ABSL_FLAG(double, anonymous_requests_per_minute, 60,
           "requests without a credential that change state (POST, DELETE), per client address "
           "and minute; more are 429 with Retry-After (0: unlimited)");
 ABSL_FLAG(double, anonymous_burst, 20, "burst allowed above --anonymous_requests_per_minute");
+ABSL_FLAG(std::string, metrics_allowed, "",
+          "addresses or networks (CIDR) that may read /metrics (e.g. the Prometheus pods' "
+          "network); empty: any");
 ABSL_FLAG(std::string, trusted_proxies, "",
           "addresses or networks (CIDR) of proxies whose X-Forwarded-For names the client "
           "(e.g. the load balancer); empty: the peer is the client");
@@ -83,6 +86,7 @@ bool ApplyEnvironment() {
                            "anonymous_requests_per_minute",
                            "anonymous_burst",
                            "trusted_proxies",
+                           "metrics_allowed",
                            "scheduler_tls_ca",
                            "scheduler_tls_cert",
                            "scheduler_tls_key"}) {
@@ -158,6 +162,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.trusted_proxies = *std::move(proxies);
+  auto metrics_allowed = gw::TrustedProxies::Parse(absl::GetFlag(FLAGS_metrics_allowed));
+  if (!metrics_allowed.ok()) {
+    std::cerr << "aijobs-gateway: --metrics_allowed: " << metrics_allowed.status().message()
+              << "\n";
+    return 2;
+  }
+  options.metrics_allowed = *std::move(metrics_allowed);
   options.max_streams_per_ip = absl::GetFlag(FLAGS_max_streams_per_ip);
   options.anonymous_requests_per_minute = absl::GetFlag(FLAGS_anonymous_requests_per_minute);
   options.anonymous_burst = absl::GetFlag(FLAGS_anonymous_burst);

@@ -685,5 +685,16 @@ TEST_F(GatewayHardeningTest, AnonymousRequestsAreRateLimitedPerClientAddress) {
   EXPECT_EQ(from("203.0.113.3").status, 429) << "X-Forwarded-For from an untrusted peer counted";
 }
 
+TEST_F(GatewayHardeningTest, MetricsCanBeRestrictedToMonitoringAddresses) {
+  base_ = StartGateway({"--metrics_allowed", "10.0.0.0/8"});
+  ASSERT_FALSE(base_.empty());
+  HttpResult refused = HttpCall("GET", base_ + "/metrics");
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_TRUE(absl::StrContains(refused.body, "--metrics_allowed")) << refused.body;
+  base_ = StartGateway({"--metrics_allowed", "127.0.0.1"});
+  ASSERT_FALSE(base_.empty());
+  EXPECT_EQ(HttpCall("GET", base_ + "/metrics").status, 200);
+}
+
 }  // namespace
 }  // namespace aijobs::testing
