@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "aijobs/v1/internal.pb.h"
+#include "common/builtin_inputs.h"
 #include "common/text.h"
 #include "common/time_util.h"
 #include "common/uuid.h"
@@ -68,36 +69,6 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
     if (absl::Status s = ValidateText(key, "labels key"); !s.ok()) return s;
     if (absl::Status s = ValidateText(value, absl::StrCat("labels[\"", key, "\"]")); !s.ok()) {
       return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateChatInput(const google::protobuf::Struct& input) {
-  auto it = input.fields().find("messages");
-  if (it == input.fields().end() || !it->second.has_list_value()) {
-    return absl::InvalidArgumentError("input.messages must be a list of {role, content} messages");
-  }
-  const auto& messages = it->second.list_value().values();
-  if (messages.empty()) return absl::InvalidArgumentError("input.messages must not be empty");
-  for (int i = 0; i < messages.size(); ++i) {
-    const auto& m = messages[i];
-    if (!m.has_struct_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input.messages[", i, "] must be an object with role and content"));
-    }
-    auto role = m.struct_value().fields().find("role");
-    if (role == m.struct_value().fields().end() ||
-        role->second.kind_case() != google::protobuf::Value::kStringValue ||
-        role->second.string_value().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input.messages[", i, "].role must be a string such as \"user\" or \"system\""));
-    }
-    auto content = m.struct_value().fields().find("content");
-    if (content == m.struct_value().fields().end() ||
-        content->second.kind_case() != google::protobuf::Value::kStringValue) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input.messages[", i, "].content must be a string"));
     }
   }
   return absl::OkStatus();
@@ -180,22 +151,12 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const SubmitLim
     return absl::InvalidArgumentError(
         "cache.ttl must be between 0 (no caching) and 30 days (2592000s)");
   }
+  // The built-in types' inputs are checked with the parser their handlers use.
   if (request.type() == "chat") {
-    absl::Status s = ValidateChatInput(request.input());
-    if (!s.ok()) return s;
+    if (absl::Status s = ParseBuiltinChatInput(request.input()).status(); !s.ok()) return s;
   }
   if (request.type() == "embed") {
-    auto it = request.input().fields().find("texts");
-    if (it == request.input().fields().end() || !it->second.has_list_value() ||
-        it->second.list_value().values().empty()) {
-      return absl::InvalidArgumentError("input.texts must be a non-empty list of strings");
-    }
-    const auto& texts = it->second.list_value().values();
-    for (int i = 0; i < texts.size(); ++i) {
-      if (texts[i].kind_case() != google::protobuf::Value::kStringValue) {
-        return absl::InvalidArgumentError(absl::StrCat("input.texts[", i, "] must be a string"));
-      }
-    }
+    if (absl::Status s = ParseBuiltinEmbedInput(request.input()).status(); !s.ok()) return s;
   }
   if (!is_known_type(request.type())) {
     return absl::InvalidArgumentError(

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-
 #include "common/uuid.h"
 
 namespace aijobs::scheduler {
@@ -74,7 +73,7 @@ TEST(ValidateSubmitTest, ChatNeedsNonEmptyMessagesWithStringContent) {
   ExpectInvalid(Validate(Request("chat", "{}")), "input.messages");
   ExpectInvalid(Validate(Request("chat", R"({"messages":"hi"})")), "input.messages");
   ExpectInvalid(Validate(Request("chat", R"({"messages":{"role":"user"}})")), "input.messages");
-  ExpectInvalid(Validate(Request("chat", R"({"messages":[]})")), "must not be empty");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[]})")), "non-empty list");
   ExpectInvalid(Validate(Request("chat", R"({"messages":["hi"]})")), "input.messages[0]");
   ExpectInvalid(
       Validate(Request("chat", R"({"messages":[{"role":"user","content":"a"},{"role":"user"}]})")),
@@ -85,6 +84,26 @@ TEST(ValidateSubmitTest, ChatNeedsNonEmptyMessagesWithStringContent) {
                 "input.messages[0].content must be a string");
   ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"user","content":["a","b"]}]})")),
                 "input.messages[0].content must be a string");
+}
+
+// Regression (issue 9, bug 10): the scheduler and the worker validated chat input with rules
+// that disagreed — the scheduler refused a message without a role that the worker would run
+// (as "user"), and accepted a temperature, max_tokens or model the worker then refused after
+// the job was queued and claimed. Both now parse with common/builtin_inputs.
+TEST(ValidateSubmitTest, ChatInputIsCheckedWithTheWorkersOwnSchema) {
+  EXPECT_TRUE(Validate(Request("chat", R"({"messages":[{"content":"hi"}]})")).ok());
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[{"role":"","content":"hi"}]})")),
+                "input.messages[0].role");
+  ExpectInvalid(
+      Validate(Request("chat", R"({"messages":[{"role":"user","content":"hi"}],"temperature":5})")),
+      "input.temperature must be a number between 0 and 2");
+  ExpectInvalid(
+      Validate(Request("chat", R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":-1})")),
+      "input.max_tokens");
+  ExpectInvalid(Validate(Request("chat", R"({"messages":[{"content":"hi"}],"model":5})")),
+                "input.model must be a string");
+  ExpectInvalid(Validate(Request("embed", R"({"texts":["a"],"model":[1]})")),
+                "input.model must be a string");
 }
 
 TEST(ValidateSubmitTest, EmbedNeedsNonEmptyTexts) {

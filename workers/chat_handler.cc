@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/builtin_inputs.h"
 
 namespace aijobs::worker {
 namespace {
@@ -42,61 +43,19 @@ class ChatResultSink : public ChatSink {
   std::string text_;
 };
 
-absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
-
 }  // namespace
 
 absl::StatusOr<ChatRequest> ParseChatInput(const Struct& input, const std::string& provider_name) {
+  // The schema the scheduler checked the submit with (common/builtin_inputs.h).
+  absl::StatusOr<BuiltinChatInput> parsed = ParseBuiltinChatInput(input);
+  if (!parsed.ok()) return parsed.status();
   ChatRequest request;
-  const auto& fields = input.fields();
-
-  auto messages = fields.find("messages");
-  if (messages == fields.end() || messages->second.kind_case() != Value::kListValue ||
-      messages->second.list_value().values_size() == 0) {
-    return Invalid("input.messages must be a non-empty list of {role, content} objects");
+  for (BuiltinChatMessage& m : parsed->messages) {
+    request.messages.push_back({std::move(m.role), std::move(m.content)});
   }
-  const auto& list = messages->second.list_value().values();
-  for (int i = 0; i < list.size(); ++i) {
-    const std::string where = absl::StrCat("input.messages[", i, "]");
-    if (list[i].kind_case() != Value::kStructValue) {
-      return Invalid(absl::StrCat(where, " must be an object {role, content}"));
-    }
-    const auto& m = list[i].struct_value().fields();
-    ChatMessage message;
-    auto content = m.find("content");
-    if (content == m.end() || content->second.kind_case() != Value::kStringValue) {
-      return Invalid(absl::StrCat(where, ".content must be a string"));
-    }
-    message.content = content->second.string_value();
-    auto role = m.find("role");
-    if (role == m.end() || role->second.kind_case() == Value::kNullValue) {
-      message.role = "user";
-    } else if (role->second.kind_case() != Value::kStringValue) {
-      return Invalid(absl::StrCat(where, ".role must be a string such as \"user\""));
-    } else {
-      message.role = role->second.string_value();
-    }
-    request.messages.push_back(std::move(message));
-  }
-
-  if (absl::Status s = ParseModelField(input, &request.model); !s.ok()) return s;
-  if (auto it = fields.find("max_tokens");
-      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
-    double v = it->second.number_value();
-    if (it->second.kind_case() != Value::kNumberValue || !(v >= 0 && v <= 1e7) ||
-        v != std::floor(v)) {
-      return Invalid("input.max_tokens must be a non-negative integer");
-    }
-    request.max_tokens = static_cast<int>(v);
-  }
-  if (auto it = fields.find("temperature");
-      it != fields.end() && it->second.kind_case() != Value::kNullValue) {
-    double v = it->second.number_value();
-    if (it->second.kind_case() != Value::kNumberValue || !(v >= 0 && v <= 2)) {
-      return Invalid("input.temperature must be a number between 0 and 2");
-    }
-    request.temperature = v;
-  }
+  request.model = std::move(parsed->model);
+  request.max_tokens = parsed->max_tokens;
+  request.temperature = parsed->temperature;
   if (absl::Status s = ParseProviderOptions(input, provider_name, &request.provider_options);
       !s.ok()) {
     return s;

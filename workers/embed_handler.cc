@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/builtin_inputs.h"
 
 namespace aijobs::worker {
 namespace {
@@ -41,21 +42,12 @@ class EmbedResultSink : public EmbedSink {
 
 absl::StatusOr<EmbedRequest> ParseEmbedInput(const Struct& input,
                                              const std::string& provider_name) {
+  // The schema the scheduler checked the submit with (common/builtin_inputs.h).
+  absl::StatusOr<BuiltinEmbedInput> parsed = ParseBuiltinEmbedInput(input);
+  if (!parsed.ok()) return parsed.status();
   EmbedRequest request;
-  const auto& fields = input.fields();
-  auto texts = fields.find("texts");
-  if (texts == fields.end() || texts->second.kind_case() != Value::kListValue ||
-      texts->second.list_value().values_size() == 0) {
-    return absl::InvalidArgumentError("input.texts must be a non-empty list of strings");
-  }
-  const auto& list = texts->second.list_value().values();
-  for (int i = 0; i < list.size(); ++i) {
-    if (list[i].kind_case() != Value::kStringValue) {
-      return absl::InvalidArgumentError(absl::StrCat("input.texts[", i, "] must be a string"));
-    }
-    request.texts.push_back(list[i].string_value());
-  }
-  if (absl::Status s = ParseModelField(input, &request.model); !s.ok()) return s;
+  request.texts = std::move(parsed->texts);
+  request.model = std::move(parsed->model);
   if (absl::Status s = ParseProviderOptions(input, provider_name, &request.provider_options);
       !s.ok()) {
     return s;
