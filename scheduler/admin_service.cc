@@ -41,12 +41,9 @@ absl::StatusOr<Identity> AdminServiceImpl::Admin(const grpc::CallbackServerConte
   } else if (who.ok() && (who->worker() || !who->admin())) {
     who = absl::PermissionDeniedError("AdminService needs the admin role");
   }
-  if (!who.ok() && deps_.audit != nullptr) {
-    AuditEntry e = NewAuditEntry(ctx, "auth_refused", deps_.auth->options().default_tenant, "");
-    e.target = absl::StrCat("AdminService.", method);
-    e.code = absl::StatusCodeToString(who.status().code());
-    e.message = std::string(who.status().message());
-    deps_.audit->Record(std::move(e));
+  if (!who.ok()) {
+    RecordRefusal(deps_.audit, ctx, deps_.auth->options().default_tenant,
+                  absl::StrCat("AdminService.", method), who.status());
   }
   return who;
 }

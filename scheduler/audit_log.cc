@@ -76,6 +76,17 @@ void AuditLog::Stop() {
   if (retention_.joinable()) retention_.join();
 }
 
+void RecordRefusal(AuditLog* audit, const grpc::ServerContextBase& ctx,
+                   const std::string& tenant_id, const std::string& target,
+                   const absl::Status& refusal) {
+  if (audit == nullptr) return;
+  AuditEntry e = NewAuditEntry(ctx, "auth_refused", tenant_id, "");
+  e.target = target;
+  e.code = absl::StatusCodeToString(refusal.code());
+  e.message = std::string(refusal.message());
+  audit->Record(std::move(e));
+}
+
 AuditEntry NewAuditEntry(const grpc::ServerContextBase& ctx, const std::string& action,
                          const std::string& tenant_id, const std::string& subject) {
   AuditEntry e;

@@ -54,6 +54,12 @@ class AuditLog {
   std::thread retention_;
 };
 
+// Records (when `audit` is not null) that the call on `ctx` to `target` ("JobService.SubmitJob")
+// was refused with `refusal`. The caller is not known, so it goes to `tenant_id` (the default).
+void RecordRefusal(AuditLog* audit, const grpc::ServerContextBase& ctx,
+                   const std::string& tenant_id, const std::string& target,
+                   const absl::Status& refusal);
+
 // An entry for a call on `ctx` by the caller `subject` of `tenant_id`, with peer and request
 // id filled in.
 AuditEntry NewAuditEntry(const grpc::ServerContextBase& ctx, const std::string& action,

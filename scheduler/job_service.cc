@@ -58,12 +58,9 @@ absl::StatusOr<Caller> JobServiceImpl::Authorize(const grpc::CallbackServerConte
                                                  const char* method, JobAccess access,
                                                  const std::string& type) {
   absl::StatusOr<Caller> caller = AuthorizeJobCall(deps_.auth, ctx, access, type);
-  if (!caller.ok() && deps_.audit != nullptr) {
-    AuditEntry e = NewAuditEntry(ctx, "auth_refused", deps_.auth->options().default_tenant, "");
-    e.target = absl::StrCat("JobService.", method);
-    e.code = absl::StatusCodeToString(caller.status().code());
-    e.message = std::string(caller.status().message());
-    deps_.audit->Record(std::move(e));
+  if (!caller.ok()) {
+    RecordRefusal(deps_.audit, ctx, deps_.auth->options().default_tenant,
+                  absl::StrCat("JobService.", method), caller.status());
   }
   return caller;
 }

@@ -329,14 +329,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1:
     absl::StatusOr<Identity> who = AuthorizeWorker(hello);
     if (!who.ok()) {
       spdlog::warn("worker stream from {} refused: {}", context_->peer(), who.status().ToString());
-      if (deps_.audit != nullptr) {
-        AuditEntry e =
-            NewAuditEntry(*context_, "auth_refused", deps_.auth->options().default_tenant, "");
-        e.target = "WorkerService.Connect";
-        e.code = absl::StatusCodeToString(who.status().code());
-        e.message = std::string(who.status().message());
-        deps_.audit->Record(std::move(e));
-      }
+      RecordRefusal(deps_.audit, *context_, deps_.auth->options().default_tenant,
+                    "WorkerService.Connect", who.status());
       FinishOnce(ToGrpcStatus(who.status()));
       return false;
     }

@@ -54,6 +54,20 @@ struct RawReply {
   }
 };
 
+// A connection to 127.0.0.1:port (blocking), or -1.
+int Connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // Sends `raw` on a new connection to 127.0.0.1:port while reading what comes back, until the
 // gateway closes the connection, `linger` after the first answer byte (a keep-alive
 // connection stays open), or `timeout`. Unlike RawHttpExchange it reads while it sends, so a
@@ -62,13 +76,8 @@ struct RawReply {
 RawReply SendRaw(int port, const std::string& raw, absl::Duration timeout = absl::Seconds(10),
                  absl::Duration linger = absl::Seconds(1)) {
   RawReply reply;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
+  int fd = Connect(port);
+  if (fd < 0) {
     ADD_FAILURE() << "cannot connect to port " << port;
     return reply;
   }
@@ -528,20 +537,6 @@ TEST_F(GatewayHardeningTest, CallsThatChangeSomethingMustBeJson) {
 }
 
 // --- Issue 12: the public front door, per client address ---
-
-// A connection to 127.0.0.1:port (blocking), or -1.
-int Connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // Whether the peer closed `fd` within `timeout` (reading and dropping what it sends).
 bool ClosedWithin(int fd, absl::Duration timeout, std::string* got = nullptr) {
