@@ -166,10 +166,18 @@ absl::Status Authenticator::LoadKeyFile() {
     kids.push_back(absl::StrCat(k.kid.empty() ? "(no kid)" : k.kid, "/", auth::JwtAlgName(k.alg)));
   }
   spdlog::info("JWT keys from {}: {}", options_.jwt_keys_file, absl::StrJoin(kids, ", "));
-  absl::MutexLock lock(&mu_);
-  jwt_keys_ = std::make_shared<const auth::JwtKeySet>(*std::move(keys));
-  key_file_contents_ = *std::move(text);
+  {
+    absl::MutexLock lock(&mu_);
+    jwt_keys_ = std::make_shared<const auth::JwtKeySet>(*std::move(keys));
+    key_file_contents_ = *std::move(text);
+  }
+  ForgetVerifiedTokens();  // a key that left the file must stop working at once
   return absl::OkStatus();
+}
+
+void Authenticator::ForgetVerifiedTokens() {
+  absl::MutexLock lock(&cache_mu_);
+  verified_.clear();
 }
 
 bool Authenticator::ReloadKeysIfChanged() {
@@ -251,6 +259,26 @@ absl::StatusOr<Identity> Authenticator::AuthenticateHeader(std::string_view head
 }
 
 absl::StatusOr<Identity> Authenticator::FromJwt(std::string_view token) const {
+  const std::string digest = auth::HashApiKeySecret(token);  // SHA-256, hex
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = verified_.find(digest);
+    if (it != verified_.end()) {
+      if (now < it->second.valid_until) return it->second.identity;
+      verified_.erase(it);
+    }
+  }
+  absl::StatusOr<Identity> id = VerifyJwtIdentity(token, now);
+  if (!id.ok()) return id;
+  absl::MutexLock lock(&cache_mu_);
+  if (verified_.size() >= kMaxVerifiedTokens) verified_.clear();  // bounded; refilled on use
+  verified_[digest] = {*id, std::min(now + absl::Minutes(1), id->expires_at)};
+  return id;
+}
+
+absl::StatusOr<Identity> Authenticator::VerifyJwtIdentity(std::string_view token,
+                                                          absl::Time now) const {
   std::shared_ptr<const auth::JwtKeySet> keys;
   {
     absl::MutexLock lock(&mu_);
@@ -260,11 +288,15 @@ absl::StatusOr<Identity> Authenticator::FromJwt(std::string_view token) const {
     return absl::UnauthenticatedError(
         "this scheduler accepts no JWTs (no --jwt_keys); use an API key");
   }
-  auto claims = auth::VerifyJwt(token, *keys, options_.jwt_check, absl::Now());
+  auto claims = auth::VerifyJwt(token, *keys, options_.jwt_check, now);
   if (!claims.ok()) return claims.status();
   Identity id;
   id.kind = Identity::Kind::kToken;
   id.subject = claims->fields().at("sub").string_value();
+  // exp passed VerifyJwt: finite and not in the past; past year 9999 is as good as never.
+  const double exp = claims->fields().at("exp").number_value();
+  id.expires_at = exp >= 253402300799.0 ? absl::InfiniteFuture()
+                                        : absl::FromUnixSeconds(static_cast<int64_t>(exp));
   if (absl::StartsWith(id.subject, absl::string_view(kApiKeySubjectPrefix.data(),
                                                      kApiKeySubjectPrefix.size()))) {
     return absl::UnauthenticatedError("sub must not start with \"apikey:\"");
