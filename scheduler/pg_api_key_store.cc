@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/pg/array.h"
+#include "common/status_macros.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -83,9 +84,8 @@ absl::Status PgApiKeyStore::CreateApiKey(const ApiKeyRecord& key) {
   } else {
     p.AddNull();
   }
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(
       "INSERT INTO api_keys (id, tenant_id, name, hash, roles, job_types, created_by, "
       "expires_at) VALUES ($1, $2, $3, $4, $5::text[], $6::text[], $7, "
       "'epoch'::timestamptz + $8::int8 * interval '1 microsecond')",
@@ -97,12 +97,11 @@ absl::StatusOr<std::vector<ApiKeyRecord>> PgApiKeyStore::ListApiKeys(const std::
                                                                      bool include_revoked) {
   Params p;
   p.Add(tenant_id).Add(int64_t{include_revoked ? 1 : 0});
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams("SELECT " API_KEY_COLUMNS
-                               " FROM api_keys WHERE tenant_id = $1 AND ($2::int = 1 OR "
-                               "revoked_at IS NULL) ORDER BY created_at DESC, id",
-                               p);
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams("SELECT " API_KEY_COLUMNS
+                            " FROM api_keys WHERE tenant_id = $1 AND ($2::int = 1 OR "
+                            "revoked_at IS NULL) ORDER BY created_at DESC, id",
+                            p);
   if (!r.ok()) return r.status();
   return RowsToKeys(*r);
 }
@@ -111,9 +110,8 @@ absl::StatusOr<ApiKeyRecord> PgApiKeyStore::RevokeApiKey(const std::string& tena
                                                          const std::string& id) {
   Params p;
   p.Add(tenant_id).Add(id);
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(
       "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
       "WHERE tenant_id = $1 AND id = $2 RETURNING " API_KEY_COLUMNS,
       p);
@@ -123,11 +121,10 @@ absl::StatusOr<ApiKeyRecord> PgApiKeyStore::RevokeApiKey(const std::string& tena
 }
 
 absl::StatusOr<std::vector<ApiKeyRecord>> PgApiKeyStore::ActiveApiKeys() {
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->Exec("SELECT " API_KEY_COLUMNS
-                         " FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR "
-                         "expires_at > now())");
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->Exec("SELECT " API_KEY_COLUMNS
+                      " FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR "
+                      "expires_at > now())");
   if (!r.ok()) return r.status();
   return RowsToKeys(*r);
 }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/pg/array.h"
+#include "common/status_macros.h"
 
 namespace aijobs::scheduler {
 namespace {
@@ -59,9 +60,8 @@ absl::Status PgAuditStore::AppendAudit(const std::vector<AuditEntry>& entries) {
   p.Add(times.Finish()).Add(tenants.Finish()).Add(subjects.Finish()).Add(peers.Finish());
   p.Add(actions.Finish()).Add(jobs.Finish()).Add(targets.Finish()).Add(codes.Finish());
   p.Add(messages.Finish()).Add(request_ids.Finish()).Add(payloads.Finish());
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(
       "INSERT INTO audit_log (time, tenant_id, subject, peer, action, job_id, target, code, "
       "message, request_id, payload) SELECT 'epoch'::timestamptz + t * interval '1 microsecond', "
       "te, su, pe, ac, jo, ta, co, me, ri, pa FROM unnest($1::int8[], $2::text[], $3::text[], "
@@ -76,9 +76,8 @@ absl::StatusOr<std::vector<AuditEntry>> PgAuditStore::ListAudit(const AuditQuery
   p.Add(query.tenant_id);
   p.Add(query.since == absl::InfinitePast() ? int64_t{0} : absl::ToUnixMicros(query.since));
   p.Add(query.subject).Add(int64_t{query.limit});
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(
       "SELECT " AUDIT_COLUMNS
       " FROM audit_log WHERE tenant_id = $1 AND time >= 'epoch'::"
       "timestamptz + $2::int8 * interval '1 microsecond' AND ($3::text = '' OR subject = $3) "
@@ -111,9 +110,8 @@ absl::StatusOr<std::vector<AuditEntry>> PgAuditStore::ListAudit(const AuditQuery
 absl::StatusOr<int> PgAuditStore::DeleteAuditBefore(absl::Time cutoff, int limit) {
   Params p;
   p.Add(absl::ToUnixMicros(cutoff)).Add(int64_t{limit});
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(
       "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE time < 'epoch'::"
       "timestamptz + $1::int8 * interval '1 microsecond' ORDER BY time LIMIT $2)",
       p);

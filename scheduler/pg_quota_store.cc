@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/pg/array.h"
+#include "common/status_macros.h"
 
 namespace aijobs::scheduler {
 
@@ -44,9 +45,8 @@ absl::StatusOr<std::vector<TokenGrant>> PgQuotaStore::TakeTokens(
       "rate = EXCLUDED.rate, burst = EXCLUDED.burst, requested = EXCLUDED.requested, "
       "updated_at = now() "
       "RETURNING key, granted, tokens";
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  auto r = (*conn)->ExecParams(kSql, p);
+  ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  auto r = conn->ExecParams(kSql, p);
   if (!r.ok()) return r.status();
   absl::flat_hash_map<std::string, TokenGrant> by_key;
   for (int i = 0; i < r->rows(); ++i) {
