@@ -81,7 +81,7 @@ absl::StatusOr<std::vector<AuditEntry>> PgAuditStore::ListAudit(const AuditQuery
       "SELECT " AUDIT_COLUMNS
       " FROM audit_log WHERE tenant_id = $1 AND time >= 'epoch'::"
       "timestamptz + $2::int8 * interval '1 microsecond' AND ($3::text = '' OR subject = $3) "
-      "ORDER BY time DESC, id DESC LIMIT $4",
+      "ORDER BY time DESC LIMIT $4",
       p);
   if (!r.ok()) return r.status();
   if (r->rows() > 0 && r->columns() != kAuditColumnCount) {
@@ -112,8 +112,8 @@ absl::StatusOr<int> PgAuditStore::DeleteAuditBefore(absl::Time cutoff, int limit
   p.Add(absl::ToUnixMicros(cutoff)).Add(int64_t{limit});
   ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
   auto r = conn->ExecParams(
-      "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE time < 'epoch'::"
-      "timestamptz + $1::int8 * interval '1 microsecond' ORDER BY time LIMIT $2)",
+      "DELETE FROM audit_log WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_log WHERE time < "
+      "'epoch'::timestamptz + $1::int8 * interval '1 microsecond' LIMIT $2))",
       p);
   if (!r.ok()) return r.status();
   return static_cast<int>(r->affected_rows());
