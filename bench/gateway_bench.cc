@@ -22,6 +22,7 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -864,6 +865,109 @@ void BM_GatewayHealthz_UnderSseLoad(benchmark::State& state) {
 BENCHMARK(BM_GatewayHealthz_UnderSseLoad)
     ->ArgName("streams")
     ->Arg(1000)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Issue 13's real-client pattern through the gateway: `producers` threads, each submitting
+// a no-op job with POST /v1/jobs (keep-alive) and then following it over SSE on
+// /v1/jobs/{id}/events to its end (a new connection per stream, as a browser's EventSource),
+// until `jobs` have been seen to finish. 2 workers × 256 slots consume them.
+void BM_GatewaySubmitAndWatchEveryJob(benchmark::State& state) {
+  const int producers = static_cast<int>(state.range(0));
+  Env env;
+  if (!SetUp(state, &env)) return;
+  Cluster* c = env.cluster;
+  const int total = Scaled(20000, 200);
+  const std::string body =
+      R"({"type":"chat","input":{"messages":[{"role":"user","content":"x"}],"sim":{"ttft_ms":0,"tokens":1}}})";
+  const std::string post = HttpRequestText("POST", "/v1/jobs", "127.0.0.1",
+                                           {{"Content-Type", "application/json"}}, body);
+  std::atomic<int> next{0}, done{0}, errors{0};
+  std::mutex mu;
+  std::vector<double> to_final_ms;
+  std::string first_error;
+  absl::Time start, end;
+  CpuAll cpu0, cpu1;
+  for (auto _ : state) {
+    c->StopWorkers();
+    if (!Check(state, c->ResetJobs(), "reset")) return;
+    if (!Check(state, c->StartWorkers(2, 256), "workers")) return;
+    cpu0 = CpuNow(env);
+    start = absl::Now();
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+      threads.emplace_back([&] {
+        auto fail = [&](const std::string& why) {
+          if (errors.fetch_add(1) == 0) {
+            std::lock_guard<std::mutex> lock(mu);
+            first_error = why;
+          }
+        };
+        std::unique_ptr<HttpConnection> conn;
+        std::vector<double> mine;
+        while (next.fetch_add(1) < total) {
+          const absl::Time t0 = absl::Now();
+          if (conn == nullptr || !conn->open()) {
+            auto made = HttpConnection::Connect("127.0.0.1", env.gateway->port, absl::Seconds(5));
+            if (!made.ok()) {
+              fail(made.status().ToString());
+              continue;
+            }
+            conn = *std::move(made);
+          }
+          auto r = conn->RoundTrip(post, absl::Seconds(30));
+          if (!r.ok() || r->status != 202 || r->location.empty()) {
+            fail(r.ok() ? absl::StrCat("POST answered ", r->status, ": ", r->body)
+                        : r.status().ToString());
+            continue;
+          }
+          auto sse = HttpConnection::Connect("127.0.0.1", env.gateway->port, absl::Seconds(5));
+          if (!sse.ok()) {
+            fail(sse.status().ToString());
+            continue;
+          }
+          bool final_seen = false;
+          std::string seen;  // pieces may split an event anywhere
+          absl::Status st = (*sse)->Stream(
+              HttpRequestText("GET", absl::StrCat(r->location, "/events"), "127.0.0.1",
+                              {{"Accept", "text/event-stream"}}),
+              [](int status) { return status == 200; },
+              [&](absl::string_view piece) {
+                seen.append(piece.data(), piece.size());
+                final_seen = absl::StrContains(seen, "event: final_job");
+                return !final_seen;
+              },
+              absl::Now() + absl::Seconds(60));
+          if (!st.ok() || !final_seen) {
+            fail(st.ok() ? "the stream ended without its final event" : st.ToString());
+            continue;
+          }
+          mine.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+          done.fetch_add(1);
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        to_final_ms.insert(to_final_ms.end(), mine.begin(), mine.end());
+      });
+    }
+    for (auto& t : threads) t.join();
+    end = absl::Now();
+    cpu1 = CpuNow(env);
+    c->StopWorkers();
+    state.SetIterationTime(absl::ToDoubleSeconds(end - start));
+  }
+  if (errors.load() > 0) {
+    state.SkipWithError(absl::StrCat(errors.load(), " jobs failed, first: ", first_error).c_str());
+    return;
+  }
+  state.counters["jobs"] = done.load();
+  state.counters["jobs_per_s"] = done.load() / absl::ToDoubleSeconds(end - start);
+  ReportLatency(state, "to_final_", Summarize(to_final_ms));
+  ReportCpuAll(state, cpu0, cpu1, end - start);
+}
+BENCHMARK(BM_GatewaySubmitAndWatchEveryJob)
+    ->ArgName("producers")
+    ->Arg(64)
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
