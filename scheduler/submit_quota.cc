@@ -32,18 +32,23 @@ absl::StatusOr<std::vector<absl::Status>> SubmitQuota::Admit(
   // Count the batch's jobs per bucket, ask once for each bucket.
   std::vector<TokenRequest> requests;
   absl::flat_hash_map<std::string, size_t> index;
-  auto add = [&](const std::string& key, double rate, double burst) {
+  // Each job's tenant and user bucket, as positions in `requests` (SIZE_MAX: no limit).
+  std::vector<std::pair<size_t, size_t>> buckets(jobs.size(), {SIZE_MAX, SIZE_MAX});
+  auto add = [&](std::string key, double rate, double burst) {
     auto [it, inserted] = index.try_emplace(key, requests.size());
-    if (inserted) requests.push_back({key, 0, rate, burst});
+    if (inserted) requests.push_back({std::move(key), 0, rate, burst});
     ++requests[it->second].tokens;
+    return it->second;
   };
-  for (const NewJob* j : jobs) {
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const NewJob* j = jobs[k];
     if (options_.tenant_rate > 0) {
-      add(absl::StrCat("t:", j->caller.tenant_id), options_.tenant_rate, options_.tenant_burst);
+      buckets[k].first =
+          add(absl::StrCat("t:", j->caller.tenant_id), options_.tenant_rate, options_.tenant_burst);
     }
     if (options_.user_rate > 0) {
-      add(absl::StrCat("u:", j->caller.tenant_id, ":", j->caller.subject), options_.user_rate,
-          options_.user_burst);
+      buckets[k].second = add(absl::StrCat("u:", j->caller.tenant_id, ":", j->caller.subject),
+                              options_.user_rate, options_.user_burst);
     }
   }
   auto grants = store_->TakeTokens(requests);
@@ -53,11 +58,7 @@ absl::StatusOr<std::vector<absl::Status>> SubmitQuota::Admit(
   // Jobs in batch order take the granted tokens; a job needs its user's and its tenant's.
   for (size_t k = 0; k < jobs.size(); ++k) {
     const NewJob* j = jobs[k];
-    size_t t = SIZE_MAX, u = SIZE_MAX;
-    if (options_.tenant_rate > 0) t = index[absl::StrCat("t:", j->caller.tenant_id)];
-    if (options_.user_rate > 0) {
-      u = index[absl::StrCat("u:", j->caller.tenant_id, ":", j->caller.subject)];
-    }
+    const auto [t, u] = buckets[k];
     if (u != SIZE_MAX && left[u] <= 0) {
       out[k] = OverLimit("your", options_.user_rate, options_.user_burst, (*grants)[u].left);
       continue;
